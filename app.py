@@ -1,0 +1,91 @@
+"""Tollgate: an LLM proxy that charges every call to a customer.
+
+`create_app()` builds the Flask app; gunicorn calls it (see `Procfile` and `gunicorn.conf.py`).
+Everything a request needs lives on one `Gateway` in `app.extensions["tollgate"]`; pass `config`,
+`store`, `http` or `clock` to replace the defaults (the tests do).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from flask import Flask
+
+import auth
+from config import Config, load_config
+from errors import register_error_handlers
+from gateway import Gateway
+from providers.base import SessionPool
+from providers.router import Router
+from routes import customers, health, llm
+from spend.pricing import pricer_for
+from spend.store import SpendStore, open_store
+
+log = logging.getLogger("tollgate")
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    store: SpendStore | None = None,
+    http: SessionPool | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Flask:
+    """Build the app. Reads `CONFIG_FILE_PATH` (default `./config.yaml`) when no config is given."""
+    configure_logging()
+    config = config or load_config()
+    store = store or open_store(config.database_url)
+    store.migrate()
+    # Nothing opened here may be used after gunicorn forks: workers open their own connections.
+    store.close()
+
+    app = Flask("tollgate")
+    app.config["MAX_CONTENT_LENGTH"] = config.settings.max_request_bytes
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    gateway = Gateway(
+        config=config,
+        store=store,
+        http=http or SessionPool(),
+        clock=clock or time.time,
+        router=Router(config.deployments),
+        pricers={deployment.id: pricer_for(deployment) for deployment in config.deployments},
+        started_at=time.time(),
+    )
+    app.extensions["tollgate"] = gateway
+    register_error_handlers(app)
+    app.before_request(auth.require_master_key(config.master_key))
+    for blueprint in (llm.blueprint, customers.blueprint, health.blueprint):
+        app.register_blueprint(blueprint)
+    report_startup(gateway)
+    return app
+
+
+def report_startup(gateway: Gateway) -> None:
+    """One warning per config problem Tollgate tolerates, and the deployments it cannot price."""
+    for warning in gateway.config.warnings:
+        log.warning("config: %s", warning)
+    for deployment in gateway.config.deployments:
+        if not gateway.pricers[deployment.id].priced:
+            log.warning(
+                "pricing: no price for model '%s' (%s/%s); its calls are served and charged nothing. "
+                "Set input_cost_per_token/output_cost_per_token or model_info.base_model.",
+                deployment.model_name,
+                deployment.provider,
+                deployment.model,
+            )
+    log.info("serving models: %s", ", ".join(gateway.router.model_names()))
+
+
+def configure_logging() -> None:
+    """Send Tollgate's log lines to stderr unless the host application already did."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

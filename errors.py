@@ -1,0 +1,109 @@
+"""The error taxonomy of Tollgate and the one place that turns errors into HTTP responses.
+
+Every error a client sees has the OpenAI envelope:
+
+    {"error": {"message": str, "type": str, "param": str | None, "code": "<status>"}}
+
+    ProxyError (status, type, param)
+    ├── BadRequest            400  invalid_request_error
+    ├── AuthError             401  auth_error
+    ├── Forbidden             403  (type given by the raiser)
+    ├── NotFound              404  not_found
+    └── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
+
+Werkzeug's HTTP exceptions (unknown route, wrong method, body too large) are mapped here too,
+and anything unexpected becomes a 500 whose details go to the log with the request id, never
+to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from providers.base import UpstreamError
+
+log = logging.getLogger("tollgate")
+
+
+class ProxyError(Exception):
+    """An error with a client-facing message, an HTTP status and an OpenAI error type."""
+
+    status = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, type: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if type is not None:
+            self.type = type
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthError(ProxyError):
+    status = 401
+    type = "auth_error"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "permission_denied"
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "not_found"
+
+
+def error_body(status: int, message: str, type: str, param: str | None = None) -> dict:
+    """The OpenAI error envelope."""
+    return {"error": {"message": message, "type": type, "param": param, "code": str(status)}}
+
+
+def error_response(status: int, message: str, type: str, param: str | None = None):
+    response = jsonify(error_body(status, message, type, param))
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every exception a request can raise onto the error envelope."""
+
+    @app.errorhandler(ProxyError)
+    def _proxy_error(exc: ProxyError):
+        return error_response(exc.status, exc.message, exc.type, exc.param)
+
+    @app.errorhandler(UpstreamError)
+    def _upstream_error(exc: UpstreamError):
+        return error_response(exc.client_status, exc.message, exc.type, None)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        message = f"Request body too large: the limit is {limit} bytes"
+        return error_response(413, message, "invalid_request_error")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        if status == 404:
+            return error_response(404, "Not found: no such route", "not_found")
+        if status == 405:
+            return error_response(405, "Method not allowed on this route", "invalid_request_error")
+        return error_response(status, exc.description or exc.name, "invalid_request_error")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        request_id = g.get("request_id", "-")
+        log.exception("internal error request_id=%s", request_id)
+        message = f"Internal server error; the details are logged under request id {request_id}"
+        return error_response(500, message, "internal_error")

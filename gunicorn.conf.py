@@ -1,0 +1,40 @@
+"""Gunicorn settings for Tollgate; the Procfile's `web:` line loads this file.
+
+Worker model: gthread. An LLM call holds its request for seconds to minutes while the upstream
+thinks, and a sync worker would serve one such call per process. gthread gives each worker a
+pool of OS threads: a waiting call costs one idle thread (the GIL is released while it waits on
+the socket and while SQLite works), so 2 workers x 256 threads hold 512 calls in flight on a
+2-core box. The worker's main loop reports to the arbiter every second whatever its threads are
+doing, so `timeout` never kills a long call. gevent would hold more connections per worker, but
+it would stall every call in a worker whenever SQLite waits for its write lock.
+
+The app is preloaded: config errors stop the master before any worker starts, and workers share
+the loaded code and pricing data copy-on-write. No database connection is open at fork time:
+`create_app` migrates and closes, and each worker thread opens its own connection.
+
+Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
+(threads per worker, default 256).
+"""
+
+import os
+import sys
+
+from config import ConfigError, load_config
+
+try:
+    load_config()
+except ConfigError as exc:
+    sys.stderr.write(f"tollgate: {exc}\n")
+    sys.exit(1)
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+# Accept little more than the threads can serve, so a burst spreads over the workers instead of
+# queueing inside one; the margin holds idle keep-alive connections.
+worker_connections = threads + 64
+preload_app = True
+timeout = 60
+graceful_timeout = 120
+keepalive = 75

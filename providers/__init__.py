@@ -1,0 +1,72 @@
+"""The provider registry: the `<provider>/` prefix of `litellm_params.model` → how to call it.
+
+Each `ProviderSpec` names its adapter, the environment variable LiteLLM reads its key from,
+its public default `api_base`, and its id in the pricing library (`genai-prices`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from providers.azure import AzureAdapter
+from providers.mock import MockAdapter
+from providers.openai import OllamaAdapter, OpenAIAdapter
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    adapter: object
+    key_env: str | None = None
+    pricing_id: str | None = None
+    needs_base: bool = False
+
+
+def _openai_compatible(base: str | None, key_env: str | None, pricing_id: str | None) -> ProviderSpec:
+    return ProviderSpec(OpenAIAdapter(base), key_env, pricing_id, needs_base=base is None)
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    "mock": ProviderSpec(MockAdapter()),
+    "openai": _openai_compatible("https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
+    "azure": ProviderSpec(AzureAdapter(), "AZURE_API_KEY", "azure", needs_base=True),
+    "mistral": _openai_compatible("https://api.mistral.ai/v1", "MISTRAL_API_KEY", "mistral"),
+    "groq": _openai_compatible("https://api.groq.com/openai/v1", "GROQ_API_KEY", "groq"),
+    "deepseek": _openai_compatible("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", "deepseek"),
+    "together_ai": _openai_compatible("https://api.together.xyz/v1", "TOGETHERAI_API_KEY", "together"),
+    "fireworks_ai": _openai_compatible("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", "fireworks"),
+    "openrouter": _openai_compatible("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "openrouter"),
+    "hosted_vllm": _openai_compatible(None, "HOSTED_VLLM_API_KEY", None),
+    "ollama": ProviderSpec(OllamaAdapter("http://localhost:11434"), None, None),
+    "ollama_chat": ProviderSpec(OllamaAdapter("http://localhost:11434"), None, None),
+}
+
+# Providers LiteLLM knows that Tollgate does not serve yet: their deployments are skipped with
+# a warning instead of failing the whole config.
+UNSUPPORTED_PROVIDERS = frozenset(
+    {
+        "anthropic",
+        "bedrock",
+        "bedrock_converse",
+        "vertex_ai",
+        "vertex_ai_beta",
+        "gemini",
+        "cohere",
+        "cohere_chat",
+        "huggingface",
+        "replicate",
+        "sagemaker",
+        "sagemaker_chat",
+        "watsonx",
+        "databricks",
+        "cloudflare",
+        "ai21",
+        "azure_ai",
+        "xai",
+        "perplexity",
+        "cerebras",
+        "deepinfra",
+        "nvidia_nim",
+        "lm_studio",
+        "text-completion-openai",
+    }
+)

@@ -1,0 +1,183 @@
+"""What every provider adapter shares: usage, replies, upstream errors and the one `send`.
+
+An adapter turns an OpenAI-style request into the provider's HTTP call (`build_request`, pure)
+and the provider's answer back into an OpenAI-shaped reply with normalized usage
+(`parse_response`, pure). `send` is the only function that talks to an upstream over HTTP.
+
+    UpstreamError                   what the client gets
+    ├── UpstreamHTTPError           4xx: the same status and message; 5xx: 502
+    ├── UpstreamUnavailable         502 (connection refused, reset, DNS)
+    ├── UpstreamTimeout             504
+    └── UpstreamBadResponse         502 (not JSON, not an object)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+CONNECT_TIMEOUT = 10.0
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, normalized across providers.
+
+    `prompt_tokens` counts every input token, cached and cache-written ones included (OpenAI's
+    convention); `cached_tokens` and `cache_creation_tokens` say how many of them were read from
+    or written to the provider's prompt cache. `completion_tokens` includes reasoning tokens.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An upstream's successful answer: the OpenAI-shaped body (and its bytes when unchanged)."""
+
+    body: dict
+    usage: Usage
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One prepared upstream request."""
+
+    url: str
+    headers: dict
+    json: dict
+    params: dict | None = None
+
+
+class UpstreamError(Exception):
+    """The upstream did not give a usable answer."""
+
+    client_status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UpstreamHTTPError(UpstreamError):
+    def __init__(self, status: int, message: str, type: str | None = None):
+        super().__init__(message)
+        self.status = status
+        if 400 <= status < 500:
+            self.client_status = status
+            self.type = type or "invalid_request_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    client_status = 504
+    type = "timeout"
+
+
+class UpstreamBadResponse(UpstreamError):
+    pass
+
+
+class SessionPool:
+    """One `requests.Session` per thread, created lazily so nothing is opened before fork."""
+
+    def __init__(self, pool_size: int = 64):
+        self._local = threading.local()
+        self._pool_size = pool_size
+
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self._pool_size)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+        return session
+
+
+def send(session: requests.Session, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:
+    """POST `call` and return the decoded JSON object and its raw bytes.
+
+    `label` names the deployment in error messages; URLs and keys never appear in them.
+    """
+    try:
+        response = session.post(
+            call.url,
+            json=call.json,
+            headers=call.headers,
+            params=call.params,
+            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+        )
+    except requests.Timeout:
+        raise UpstreamTimeout(f"Upstream {label} did not answer within {timeout:g}s") from None
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({reason})") from None
+    raw = response.content
+    if response.status_code >= 400:
+        message, error_type = _error_details(raw)
+        text = f"Upstream {label} returned HTTP {response.status_code}: {message}"
+        if response.status_code < 500:
+            text = message
+        raise UpstreamHTTPError(response.status_code, text, error_type)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise UpstreamBadResponse(f"Upstream {label} returned a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamBadResponse(f"Upstream {label} returned JSON that is not an object")
+    return data, raw
+
+
+def _error_details(raw: bytes) -> tuple[str, str | None]:
+    """The message and type of an upstream error body, whatever shape it has."""
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        return raw[:MAX_ERROR_MESSAGE].decode("utf-8", "replace").strip() or "(empty body)", None
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        message = error.get("message") or json.dumps(error)[:MAX_ERROR_MESSAGE]
+        error_type = error.get("type") if isinstance(error.get("type"), str) else None
+        return str(message)[:MAX_ERROR_MESSAGE], error_type
+    return str(error)[:MAX_ERROR_MESSAGE], None
+
+
+def usage_from_openai(data: dict) -> Usage:
+    """Normalize an OpenAI-style `usage` object (chat or embeddings)."""
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        return Usage()
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+        cached_tokens=_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else 0,
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

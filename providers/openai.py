@@ -1,0 +1,46 @@
+"""The OpenAI-compatible adapter: OpenAI itself and every provider that speaks its API."""
+
+from __future__ import annotations
+
+from providers.base import HttpCall, Reply, SessionPool, send, usage_from_openai
+
+
+class OpenAIAdapter:
+    """Relays the client's body with `model` replaced; the answer is already OpenAI-shaped."""
+
+    def __init__(self, default_base: str | None = None):
+        self.default_base = default_base
+
+    def base_url(self, deployment) -> str:
+        return (deployment.api_base or self.default_base or "").rstrip("/")
+
+    def url(self, deployment, path: str) -> str:
+        return f"{self.base_url(deployment)}/{path}"
+
+    def auth_headers(self, deployment) -> dict:
+        return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+
+    def build_request(self, deployment, body: dict, path: str = "chat/completions") -> HttpCall:
+        """The upstream call for `body`; pure."""
+        return HttpCall(
+            url=self.url(deployment, path),
+            headers=self.auth_headers(deployment),
+            json={**body, "model": deployment.model},
+        )
+
+    def parse_response(self, deployment, data: dict, raw: bytes | None = None) -> Reply:
+        """The reply for the client: the upstream's body unchanged, with its usage read."""
+        return Reply(body=data, usage=usage_from_openai(data), raw=raw)
+
+    def complete(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Reply:
+        call = self.build_request(deployment, body, path)
+        data, raw = send(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        return self.parse_response(deployment, data, raw)
+
+
+class OllamaAdapter(OpenAIAdapter):
+    """Ollama serves the OpenAI API under `/v1` of its base (`http://localhost:11434`)."""
+
+    def base_url(self, deployment) -> str:
+        base = super().base_url(deployment)
+        return base if base.endswith("/v1") else f"{base}/v1"

@@ -1,0 +1,43 @@
+"""Which deployment serves a call: model groups by public name, weighted by `rpm` when given."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from config import Deployment
+from errors import BadRequest
+
+
+class Router:
+    def __init__(self, deployments: Iterable[Deployment], rng: random.Random | None = None):
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+        self._weights = {
+            name: [deployment.rpm or 1 for deployment in members] for name, members in self._groups.items()
+        }
+        self._rng = rng or random.Random()
+
+    def model_names(self) -> list[str]:
+        return list(self._groups)
+
+    def group(self, model: object) -> list[Deployment]:
+        """The deployments serving `model`; a 400 naming the configured models otherwise."""
+        if not isinstance(model, str) or not model:
+            raise BadRequest(f"No model given: pass `model` as one of: {', '.join(self._groups)}", param="model")
+        members = self._groups.get(model)
+        if members is None:
+            raise BadRequest(
+                f"Invalid model name passed in model={model}. Configured models: {', '.join(self._groups)}. "
+                "Call `/v1/models` to view available models.",
+                param="model",
+            )
+        return members
+
+    def pick(self, model: str) -> Deployment:
+        """One deployment of the group, chosen at random in proportion to its `rpm` weight."""
+        members = self.group(model)
+        if len(members) == 1:
+            return members[0]
+        return self._rng.choices(members, weights=self._weights[model])[0]

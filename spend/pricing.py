@@ -1,0 +1,116 @@
+"""What a call costs, exactly. Pure: no Flask, no SQL.
+
+Money is integer pico-dollars (1 USD = 10**12 units) from the price to the database: every
+per-token price in use is a whole number of pico-dollars or finer, and a call's cost is
+computed in `Decimal` and rounded once, half-even, to a unit. Sums of units are exact, so a
+customer's spend is exactly the sum of its calls. `usd(units)` is the value shown in JSON.
+
+Prices come from the deployment's custom prices (`litellm_params`, then `model_info`), else from
+the `genai-prices` library, looked up by provider and model (or `model_info.base_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import genai_prices
+
+from config import Deployment, Prices
+from providers import PROVIDERS
+from providers.base import Usage
+
+log = logging.getLogger("tollgate")
+
+UNITS_PER_USD = 10**12
+_UNIT = Decimal(1).scaleb(-12)
+
+
+def to_units(amount: Decimal) -> int:
+    """An exact USD amount → whole pico-dollars (half-even)."""
+    return int((amount * UNITS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def usd(units: int) -> float:
+    """Pico-dollars → the USD number for JSON; prints as the shortest exact decimal (0.001112)."""
+    return units / UNITS_PER_USD
+
+
+def usd_text(units: int) -> str:
+    """Pico-dollars → a plain decimal string with no exponent and no trailing zeros."""
+    text = format(Decimal(units) * _UNIT, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def custom_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Cost under custom per-token prices; cached tokens never billed twice."""
+    cache_read = prices.cache_read if prices.cache_read is not None else prices.input
+    cache_write = prices.cache_write if prices.cache_write is not None else prices.input
+    uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens, 0)
+    return (
+        uncached * prices.input
+        + usage.cached_tokens * cache_read
+        + usage.cache_creation_tokens * cache_write
+        + usage.completion_tokens * prices.output
+    )
+
+
+@dataclass(frozen=True)
+class Pricer:
+    """Prices one deployment. `priced` is False when neither custom nor library prices exist."""
+
+    deployment_id: str
+    custom: Prices | None = None
+    library_ref: str | None = None
+    library_provider: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.custom is not None or self.library_ref is not None
+
+    def cost(self, usage: Usage) -> int:
+        """This call's cost in pico-dollars (0 when unpriced)."""
+        if self.custom is not None:
+            return to_units(custom_cost(usage, self.custom))
+        if self.library_ref is None:
+            return 0
+        calculation = genai_prices.calc_price(
+            _library_usage(usage), self.library_ref, provider_id=self.library_provider
+        )
+        return to_units(calculation.total_price)
+
+
+def pricer_for(deployment: Deployment) -> Pricer:
+    """Resolve where a deployment's prices come from, once, at start-up."""
+    if deployment.prices is not None:
+        return Pricer(deployment.id, custom=deployment.prices)
+    ref, provider_id = _library_name(deployment)
+    try:
+        genai_prices.calc_price(_library_usage(Usage(prompt_tokens=1)), ref, provider_id=provider_id)
+    except LookupError:
+        return Pricer(deployment.id)
+    return Pricer(deployment.id, library_ref=ref, library_provider=provider_id)
+
+
+def _library_name(deployment: Deployment) -> tuple[str, str | None]:
+    """The (model, provider id) to look up: `base_model` when set, else the provider model."""
+    if deployment.base_model:
+        prefix, _, rest = deployment.base_model.partition("/")
+        if rest and prefix in PROVIDERS:
+            return rest, PROVIDERS[prefix].pricing_id
+        return deployment.base_model, PROVIDERS[deployment.provider].pricing_id
+    return deployment.model, PROVIDERS[deployment.provider].pricing_id
+
+
+def _library_usage(usage: Usage) -> genai_prices.Usage:
+    # genai-prices counts cached and cache-written tokens inside input_tokens, as we do.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return genai_prices.Usage(
+            input_tokens=usage.prompt_tokens,
+            cache_read_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_creation_tokens,
+            output_tokens=usage.completion_tokens,
+        )
