@@ -18,6 +18,7 @@ import auth
 from config import Config, load_config
 from errors import register_error_handlers
 from gateway import Gateway
+from plain_json import PlainJSONProvider
 from providers.base import SessionPool
 from providers.router import Router
 from routes import customers, health, llm
@@ -44,8 +45,7 @@ def create_app(
 
     app = Flask("tollgate")
     app.config["MAX_CONTENT_LENGTH"] = config.settings.max_request_bytes
-    app.json.sort_keys = False
-    app.json.ensure_ascii = False
+    app.json = PlainJSONProvider(app)
     gateway = Gateway(
         config=config,
         store=store,
@@ -88,4 +88,3 @@ def configure_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    log.propagate = False

@@ -24,9 +24,9 @@ class Router:
 
     def group(self, model: object) -> list[Deployment]:
         """The deployments serving `model`; a 400 naming the configured models otherwise."""
-        if not isinstance(model, str) or not model:
+        if model is None or model == "":
             raise BadRequest(f"No model given: pass `model` as one of: {', '.join(self._groups)}", param="model")
-        members = self._groups.get(model)
+        members = self._groups.get(model) if isinstance(model, str) else None
         if members is None:
             raise BadRequest(
                 f"Invalid model name passed in model={model}. Configured models: {', '.join(self._groups)}. "

@@ -111,7 +111,7 @@ def relay(body: dict, path: str) -> Response:
 
 
 def _reply_response(reply: Reply, record: CallRecord, region: str | None) -> Response:
-    payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+    payload = reply.raw if reply.raw is not None else json.dumps(reply.body, separators=(",", ":")).encode()
     response = Response(payload, status=200, mimetype="application/json")
     response.headers["x-litellm-call-id"] = record.request_id
     response.headers["x-litellm-response-cost"] = usd_text(record.cost_units)

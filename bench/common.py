@@ -1,0 +1,195 @@
+"""What the benchmark scripts share: the config, the fake upstream, Tollgate, percentiles, RSS.
+
+Everything runs on 127.0.0.1. Every process started here is stopped by its process id in a
+`finally` block, so an exception or Ctrl-C leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from tests.servers import (
+    REPO,
+    Server,
+    free_port,
+    tollgate_server,
+)
+
+MODEL = "bench-model"
+MASTER_KEY = "sk-bench-master-key"
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+DEFAULT_WORKERS = 2  # gunicorn.conf.py's default when WEB_CONCURRENCY is unset
+UPSTREAM_START_TIMEOUT = 10.0
+
+
+@dataclass
+class Upstream:
+    """A running fake upstream process and its OpenAI-style base URL."""
+
+    url: str
+    root: str
+    process: subprocess.Popen
+
+    def calls(self) -> int:
+        """How many completions the fake upstream has served."""
+        return requests.get(f"{self.root}/stats", timeout=5).json()["calls"]
+
+
+def write_config(directory: Path, upstream_url: str) -> Path:
+    """Write a config.yaml with the single model `bench-model` served by `upstream_url`."""
+    config = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": upstream_url,
+                    "api_key": "none",
+                    "input_cost_per_token": 0.000001,
+                    "output_cost_per_token": 0.000002,
+                },
+            }
+        ],
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def chat_body(user: str) -> dict:
+    """The body of one benchmark chat completion."""
+    return {"model": MODEL, "user": user, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@contextmanager
+def fake_upstream(delay_ms: int, seconds: float) -> Iterator[Upstream]:
+    """Run `tests/fake_upstream.py` as its own process; yield once `GET /stats` answers."""
+    port = free_port()
+    command = [
+        sys.executable,
+        str(REPO / "tests" / "fake_upstream.py"),
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+        "--seconds",
+        str(seconds),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
+    root = f"http://127.0.0.1:{port}"
+    upstream = Upstream(url=f"{root}/v1", root=root, process=process)
+    try:
+        wait_for_upstream(upstream)
+        yield upstream
+    finally:
+        stop_pid(process)
+
+
+def wait_for_upstream(upstream: Upstream) -> None:
+    """Poll `GET /stats` until it answers, for at most UPSTREAM_START_TIMEOUT seconds."""
+    deadline = time.monotonic() + UPSTREAM_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if upstream.process.poll() is not None:
+            raise RuntimeError(f"fake upstream exited with {upstream.process.returncode}")
+        try:
+            upstream.calls()
+            return
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise RuntimeError(f"fake upstream did not answer within {UPSTREAM_START_TIMEOUT}s")
+
+
+def stop_pid(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM one process by its pid, then SIGKILL it if it is still alive after `grace`."""
+    if process.poll() is not None:
+        return
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def tollgate(upstream: Upstream, workers: int) -> Iterator[Server]:
+    """Run Tollgate (the Procfile command) in front of `upstream`, on a fresh SQLite file."""
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory:
+        path = Path(directory)
+        env = {
+            "CONFIG_FILE_PATH": str(write_config(path, upstream.url)),
+            "DATABASE_URL": f"sqlite:///{path / 'tollgate.db'}",
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+        }
+        with tollgate_server(env, workers=workers) as server:
+            yield server
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) of `values`, interpolating between the closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, read from /proc/<pid>/task/*/children."""
+    found = [pid]
+    index = 0
+    while index < len(found):
+        found.extend(children(found[index]))
+        index += 1
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (empty when it is gone)."""
+    result = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            result.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return result
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of one process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss(pid: int) -> dict[int, int]:
+    """VmRSS in KiB of `pid` and each of its descendants."""
+    return {member: rss_kib(member) for member in process_tree(pid)}
+
+
+def format_rss(rss: dict[int, int]) -> str:
+    """One line: the total in MiB and the share of each process."""
+    parts = ", ".join(f"pid {pid} {kib / 1024:.1f}" for pid, kib in rss.items())
+    return f"{sum(rss.values()) / 1024:.1f} MiB ({parts})"

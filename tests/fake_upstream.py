@@ -1,0 +1,167 @@
+"""A fast local OpenAI-compatible upstream for tests and benchmarks (127.0.0.1 only).
+
+It answers `POST …/chat/completions` and `…/embeddings` with a fixed usage after an optional
+delay, and `GET /stats` with how many calls it served. asyncio keeps thousands of delayed calls
+open at once in one thread. Run it alone for the benchmarks:
+
+    python tests/fake_upstream.py --port 9100 --delay-ms 2000
+
+or in-process from a test:
+
+    with FakeUpstream(delay_ms=0) as upstream:
+        upstream.url  # http://127.0.0.1:<port>/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Behaviour:
+    delay_ms: int = 0
+    prompt_tokens: int = 20
+    completion_tokens: int = 20
+    status: int = 200
+
+
+class FakeUpstream:
+    """The server, run on its own event loop in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **behaviour):
+        self.host, self.port = host, port
+        self.behaviour = Behaviour(**behaviour)
+        self.calls = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def __enter__(self) -> FakeUpstream:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, self.host, self.port, backlog=4096, limit=1 << 20)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def shutdown() -> None:
+            self._server.close()
+            handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, path, headers = _parse_head(head)
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
+                status, payload = await self._respond(method, path, body)
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if method == "GET" and path == "/stats":
+            return 200, json.dumps({"calls": self.calls}).encode()
+        behaviour = self.behaviour
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        self.calls += 1
+        if behaviour.status != 200:
+            error = {"error": {"message": "fake upstream failure", "type": "server_error"}}
+            return behaviour.status, json.dumps(error).encode()
+        request = json.loads(body or b"{}")
+        return 200, json.dumps(_answer(path, request, behaviour)).encode()
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict]:
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    return method, path, headers
+
+
+def _answer(path: str, request: dict, behaviour: Behaviour) -> dict:
+    usage = {
+        "prompt_tokens": behaviour.prompt_tokens,
+        "completion_tokens": behaviour.completion_tokens,
+        "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
+    }
+    if path.endswith("/embeddings"):
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+            "model": request.get("model"),
+            "usage": {"prompt_tokens": behaviour.prompt_tokens, "total_tokens": behaviour.prompt_tokens},
+        }
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fake reply"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local fake OpenAI-compatible upstream")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=600, help="stop by itself after this long")
+    args = parser.parse_args()
+    with FakeUpstream(port=args.port, delay_ms=args.delay_ms) as upstream:
+        print(f"fake upstream on {upstream.url}", flush=True)
+        time.sleep(args.seconds)
+
+
+if __name__ == "__main__":
+    main()

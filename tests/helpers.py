@@ -1,0 +1,79 @@
+"""Assertions and builders shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+MASTER_KEY = "sk-test-master-1234"
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+UPSTREAM = "https://upstream.test/v1"
+UPSTREAM_KEY = "sk-upstream-secret"
+
+# Prices of the canonical LiteLLM test: 20 prompt + 20 completion tokens cost exactly 0.06.
+PRICED = {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}
+DEFAULT_MODELS = [
+    {
+        "model_name": "gpt-test",
+        "litellm_params": {"model": "openai/gpt-test", "api_base": UPSTREAM, "api_key": UPSTREAM_KEY, **PRICED},
+    },
+    {"model_name": "mock-model", "litellm_params": {"model": "mock/mock-model", **PRICED}},
+]
+
+
+def write_config(directory: Path, model_list=None, **sections) -> Path:
+    """A config.yaml in `directory` with the given model list and sections."""
+    document = {"model_list": DEFAULT_MODELS if model_list is None else model_list, **sections}
+    document.setdefault("general_settings", {}).setdefault("master_key", "os.environ/LITELLM_MASTER_KEY")
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def chat_body(user="cust-1", model="gpt-test", **extra) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], **extra}
+    if user is not None:
+        body["user"] = user
+    return body
+
+
+def openai_reply(prompt_tokens=20, completion_tokens=20, model="gpt-test-2024", **usage_extra) -> dict:
+    """A chat.completion body as OpenAI returns it."""
+    return {
+        "id": "chatcmpl-123",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            **usage_extra,
+        },
+    }
+
+
+def assert_openai_error(response, status: int, type: str | None = None, param: str | None = ...) -> dict:
+    """The response is an error with the OpenAI envelope, no secrets and no internals in it."""
+    assert response.status_code == status, (response.status_code, _text(response))
+    body = response.get_json() if hasattr(response, "get_json") else response.json()
+    assert list(body) == ["error"], body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["code"] == str(status)
+    assert isinstance(error["message"], str) and error["message"]
+    if type is not None:
+        assert error["type"] == type, error
+    if param is not ...:
+        assert error["param"] == param, error
+    text = json.dumps(body)
+    for secret in (MASTER_KEY, UPSTREAM_KEY, "Traceback", 'File "', "/work/", "upstream.test"):
+        assert secret not in text, f"{secret!r} leaked into {text}"
+    return error
+
+
+def _text(response) -> str:
+    return response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
