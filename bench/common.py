@@ -138,7 +138,17 @@ def tollgate(upstream: Upstream, workers: int) -> Iterator[Server]:
             "LITELLM_MASTER_KEY": MASTER_KEY,
         }
         with tollgate_server(env, workers=workers) as server:
+            wait_for_workers(server.process.pid, workers)
             yield server
+
+
+def wait_for_workers(pid: int, workers: int, timeout: float = 30.0) -> None:
+    """Wait until the gunicorn master `pid` has `workers` children, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(children(pid)) < workers:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"gunicorn did not start {workers} workers within {timeout}s")
+        time.sleep(0.05)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import AUTH, PRICED, UPSTREAM, assert_openai_error, chat_body, openai_reply
+from tests.helpers import AUTH, PRICED, UPSTREAM, assert_openai_error, chat_body
 from tests.servers import free_port
 
 STEADY = "steady-customer"

@@ -1,0 +1,158 @@
+"""The spend-store contract, run against every backend (SQLite file for now)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+import uuid
+
+import pytest
+
+from providers.base import Usage
+from spend import migrations
+from spend.sqlite import SQLiteStore, sqlite_path
+from spend.store import CallRecord, open_store
+
+
+@pytest.fixture(params=["sqlite-file"])
+def store(request, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def call(customer="c1", cost=1_000, status="success", request_id=None, **usage) -> CallRecord:
+    now = time.time()
+    return CallRecord(
+        request_id=request_id or str(uuid.uuid4()),
+        customer_id=customer,
+        model_group="gpt",
+        provider_model="openai/gpt",
+        deployment_id="dep",
+        usage=Usage(**usage),
+        cost_units=cost,
+        started_at=now,
+        ended_at=now,
+        status=status,
+    )
+
+
+def test_first_call_creates_the_customer_with_its_cost(store):
+    store.record_call(call("new", cost=123))
+    customer = store.get_customer("new")
+    assert (customer.user_id, customer.spend_units, customer.blocked, customer.budget) == ("new", 123, False, None)
+
+
+def test_calls_add_up_exactly(store):
+    for cost in (1, 10**12, 7, 60_000_000_000):
+        store.record_call(call("sum", cost=cost))
+    assert store.get_customer("sum").spend_units == 1 + 10**12 + 7 + 60_000_000_000
+
+
+def test_every_call_writes_one_spend_log_row_with_its_tokens(store):
+    store.record_call(call("logged", cost=5, prompt_tokens=11, completion_tokens=3))
+    [row] = store.spend_logs("logged")
+    assert (row.prompt_tokens, row.completion_tokens, row.cost_units, row.status) == (11, 3, 5, "success")
+
+
+def test_failed_call_is_logged_but_creates_and_charges_no_one(store):
+    store.record_call(call("failed", cost=0, status="failure"))
+    assert store.get_customer("failed") is None
+    assert [row.status for row in store.spend_logs("failed")] == ["failure"]
+
+
+def test_call_without_customer_is_logged_only(store):
+    store.record_call(call(None, cost=9))
+    assert [row.customer_id for row in store.spend_logs()] == [None]
+
+
+def test_charge_and_log_row_are_all_or_nothing(store):
+    store.record_call(call("atomic", cost=100, request_id="same-id"))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_call(call("atomic", cost=100, request_id="same-id"))
+    assert store.get_customer("atomic").spend_units == 100
+
+
+def test_migrate_is_idempotent(store):
+    store.migrate()
+    store.migrate()
+    versions = [m.version for m in migrations.load("sqlite")]
+    assert versions == sorted(set(versions)) and versions[0] == 1
+
+
+def _migrate_in_child(path: str, start: float) -> None:
+    time.sleep(max(0.0, start - time.time()))
+    SQLiteStore(path).migrate()
+
+
+def test_workers_starting_at_once_apply_each_migration_exactly_once(tmp_path):
+    path = str(tmp_path / "race.db")
+    start = time.time() + 0.5
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_migrate_in_child, args=(path, start)) for _ in range(6)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0] * 6
+    rows = sqlite3.connect(path).execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert [row[0] for row in rows] == [m.version for m in migrations.load("sqlite")]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _charge_in_child(path: str, threads: int, calls: int) -> None:
+    store = SQLiteStore(path)
+
+    def work():
+        for _ in range(calls):
+            store.record_call(call("contended", cost=3))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_no_lost_update_across_processes_and_threads(tmp_path):
+    path = str(tmp_path / "contended.db")
+    SQLiteStore(path).migrate()
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_charge_in_child, args=(path, 4, 50)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    assert [child.exitcode for child in children] == [0] * 4
+    store = SQLiteStore(path)
+    assert store.get_customer("contended").spend_units == 4 * 4 * 50 * 3
+    assert len(store.spend_logs("contended", limit=10_000)) == 800
+
+
+def test_store_used_after_fork_opens_its_own_connection(tmp_path):
+    path = str(tmp_path / "fork.db")
+    parent = SQLiteStore(path)
+    parent.migrate()
+    parent.record_call(call("parent", cost=1))
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=lambda: parent.record_call(call("child", cost=2)))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert parent.get_customer("child").spend_units == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [("sqlite:///relative.db", "relative.db"), ("sqlite:////abs/path.db", "/abs/path.db"), ("bare.db", "bare.db")],
+)
+def test_sqlite_urls(url, path):
+    assert sqlite_path(url) == path
+
+
+def test_postgres_url_is_refused_until_supported():
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        open_store("postgresql://localhost/test")
