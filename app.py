@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, g
 
 import auth
 from config import Config, load_config
@@ -57,11 +58,17 @@ def create_app(
     )
     app.extensions["tollgate"] = gateway
     register_error_handlers(app)
+    app.before_request(assign_request_id)
     app.before_request(auth.require_master_key(config.master_key))
     for blueprint in (llm.blueprint, customers.blueprint, health.blueprint):
         app.register_blueprint(blueprint)
     report_startup(gateway)
     return app
+
+
+def assign_request_id() -> None:
+    """Every request gets an id: the call id of LLM calls, and the key to a 500's log entry."""
+    g.request_id = str(uuid.uuid4())
 
 
 def report_startup(gateway: Gateway) -> None:

@@ -38,3 +38,6 @@ preload_app = True
 timeout = 60
 graceful_timeout = 120
 keepalive = 75
+# gunicorn's runtime control socket is one fixed path per user; Tollgate does not use it, and
+# several instances on one box (blue/green deploys, the test suite) would fight over it.
+control_socket_disable = True

@@ -25,6 +25,7 @@ REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 UPSTREAM_LIFETIME = 600.0
 LOG_TAIL_LINES = 40
+DETAIL_LINES = 5
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Outcome:
     status: str
     finished: float
     seconds: float
+    detail: str = ""
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,13 +55,17 @@ def parse_args() -> argparse.Namespace:
 def call(url: str, user: str) -> Outcome:
     """One chat completion; never raises."""
     started = time.monotonic()
+    detail = ""
     try:
         response = requests.post(url, json=common.chat_body(user), headers=common.AUTH, timeout=REQUEST_TIMEOUT)
         status = str(response.status_code)
+        if response.status_code != 200:
+            detail = response.text[:300]
     except requests.RequestException as exc:
         status = type(exc).__name__
+        detail = str(exc)[:300]
     finished = time.monotonic()
-    return Outcome(status=status, finished=finished, seconds=finished - started)
+    return Outcome(status=status, finished=finished, seconds=finished - started, detail=detail)
 
 
 def burst(url: str, calls: int) -> tuple[float, list[Outcome]]:
@@ -100,6 +106,9 @@ def report(start: float, outcomes: list[Outcome]) -> int:
     p50 = common.percentile(seconds, 50)
     p99 = common.percentile(seconds, 99)
     print(f"latency s: p50 {p50:.2f}, p99 {p99:.2f}, max {max(seconds):.2f}")
+    details = collections.Counter(f"{o.status}: {o.detail}" for o in outcomes if o.status != "200")
+    for detail, count in details.most_common(DETAIL_LINES):
+        print(f"  {count} x {detail}")
     return sum(by_status.values())
 
 

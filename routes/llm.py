@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -67,7 +66,7 @@ def models():
 def relay(body: dict, path: str) -> Response:
     """Serve one non-streaming call and charge it."""
     gw = gateway_state.current()
-    request_id = g.request_id = str(uuid.uuid4())
+    request_id = g.request_id
     customer_id = resolve_customer_id(request.headers, body)
     if customer_id is None and gw.config.settings.enforce_user_param:
         raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
