@@ -2,8 +2,7 @@
 
 The fake upstream answers every call after `--delay-ms` (default 2000 ms); `--calls` (default
 500) clients all POST /chat/completions at the same instant, one thread each, each with its own
-`user`. With enough concurrency in Tollgate the whole burst takes about one delay. Exits 1 if any
-call failed or timed out.
+`user`. Ideally the whole burst takes about one delay. Exits 1 if any call failed or timed out.
 
     python -m bench.concurrency [--calls 500] [--delay-ms 2000] [--workers 2]
 """
@@ -93,7 +92,7 @@ def burst(url: str, calls: int) -> tuple[float, list[Outcome]]:
     return start, [outcome or Outcome("NotFinished", now, now - start) for outcome in outcomes]
 
 
-def report(start: float, outcomes: list[Outcome]) -> int:
+def report(start: float, outcomes: list[Outcome], delay_ms: int) -> int:
     """Print the summary; return how many calls failed."""
     by_status = collections.Counter(outcome.status for outcome in outcomes)
     ok = by_status.pop("200", 0)
@@ -106,6 +105,8 @@ def report(start: float, outcomes: list[Outcome]) -> int:
     p50 = common.percentile(seconds, 50)
     p99 = common.percentile(seconds, 99)
     print(f"latency s: p50 {p50:.2f}, p99 {p99:.2f}, max {max(seconds):.2f}")
+    slow = sum(1 for value in seconds if value > 1.5 * delay_ms / 1000)
+    print(f"calls slower than 1.5 x the upstream delay: {slow}")
     details = collections.Counter(f"{o.status}: {o.detail}" for o in outcomes if o.status != "200")
     for detail, count in details.most_common(DETAIL_LINES):
         print(f"  {count} x {detail}")
@@ -119,7 +120,7 @@ def main() -> int:
         with common.tollgate(upstream, args.workers) as server:
             print(f"tollgate: {args.workers} workers, upstream delay {args.delay_ms} ms", flush=True)
             start, outcomes = burst(f"{server.url}/chat/completions", args.calls)
-            failed = report(start, outcomes)
+            failed = report(start, outcomes, args.delay_ms)
             print(f"upstream calls served: {upstream.calls()}")
             print(f"tollgate RSS after the burst: {common.format_rss(common.tree_rss(server.process.pid))}")
             if failed:

@@ -68,6 +68,7 @@ def tollgate_server(env: dict[str, str], *, workers: int = 2, start_timeout: flo
     finally:
         stop(process)
         log_file.close()
+        server.log_path.unlink(missing_ok=True)
 
 
 def _wait_until_serving(server: Server, timeout: float) -> None:
