@@ -52,7 +52,7 @@ _PRICE_KEYS = (
     "cache_read_input_token_cost",
     "cache_creation_input_token_cost",
 )
-_MODEL_INFO_KEYS = {"id", "base_model", "mode", *_PRICE_KEYS}
+_MODEL_INFO_KEYS = {"id", "base_model", "mode", "max_output_tokens", *_PRICE_KEYS}
 _LITELLM_SETTINGS = {
     "request_timeout",
     "num_retries",
@@ -110,6 +110,7 @@ class Deployment:
     base_model: str | None = None
     mock_response: str | None = None
     mock_latency_ms: int = 0
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,7 @@ def _deployment(reader: _Reader, entry: Any, path: str, settings: Settings) -> D
         base_model=reader.string(info, "base_model", info_path),
         mock_response=values["mock_response"],
         mock_latency_ms=reader.integer(params, "mock_latency_ms", params_path, 0),
+        max_output_tokens=reader.integer(info, "max_output_tokens", info_path, None),
     )
 
 

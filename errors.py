@@ -34,10 +34,19 @@ class ProxyError(Exception):
     status = 500
     type = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, type: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        type: str | None = None,
+        status: int | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers or {}
         if type is not None:
             self.type = type
         if status is not None:
@@ -80,7 +89,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ProxyError)
     def _proxy_error(exc: ProxyError):
-        return error_response(exc.status, exc.message, exc.type, exc.param)
+        response = error_response(exc.status, exc.message, exc.type, exc.param)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(UpstreamError)
     def _upstream_error(exc: UpstreamError):

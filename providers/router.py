@@ -35,9 +35,19 @@ class Router:
             )
         return members
 
-    def pick(self, model: str) -> Deployment:
-        """One deployment of the group, chosen at random in proportion to its `rpm` weight."""
+    def pick(self, model: str, region: str | None = None) -> Deployment:
+        """One deployment of the group (in `region` when given), at random in proportion to `rpm`."""
         members = self.group(model)
+        weights = self._weights[model]
+        if region is not None:
+            chosen = [(d, w) for d, w in zip(members, weights, strict=True) if d.region_name == region]
+            if not chosen:
+                raise BadRequest(
+                    f"No deployment of model '{model}' is in region '{region}', the only region this customer "
+                    "may use (allowed_model_region)",
+                    param="model",
+                )
+            members, weights = [d for d, _ in chosen], [w for _, w in chosen]
         if len(members) == 1:
             return members[0]
-        return self._rng.choices(members, weights=self._weights[model])[0]
+        return self._rng.choices(members, weights=weights)[0]

@@ -17,6 +17,7 @@ from errors import AuthError, BadRequest, Forbidden
 from providers import PROVIDERS
 from providers.base import Reply, UpstreamError, Usage
 from routes import json_body
+from spend import admission
 from spend.attribution import resolve_customer_id
 from spend.pricing import usd_text
 from spend.store import CallRecord
@@ -64,21 +65,40 @@ def models():
 
 
 def relay(body: dict, path: str) -> Response:
-    """Serve one non-streaming call and charge it."""
+    """Serve one non-streaming call: admit it, relay it, charge it."""
     gw = gateway_state.current()
+    settings = gw.config.settings
     request_id = g.request_id
     customer_id = resolve_customer_id(request.headers, body)
-    if customer_id is None and gw.config.settings.enforce_user_param:
+    if customer_id is None and settings.enforce_user_param:
         raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
-    deployment = gw.router.pick(body.get("model"))
+    customer = gw.store.get_customer(customer_id) if customer_id else None
+    model = admission.gate(customer_id, customer, body.get("model"))
+    deployment = gw.router.pick(model, customer.allowed_model_region if customer else None)
     pricer = gw.pricers[deployment.id]
-    if not pricer.priced and gw.config.settings.block_requests_for_models_without_pricing:
+    if not pricer.priced and settings.block_requests_for_models_without_pricing:
         raise Forbidden(
             f"Model '{deployment.model_name}' has no pricing, so Tollgate cannot price the request. "
             "Set input_cost_per_token/output_cost_per_token for it in config.yaml.",
             type="model_cost_map_missing",
             param="model",
         )
+    admitted = admission.Admitted()
+    if customer_id is not None:
+        admitted = admission.admit(
+            gw.store,
+            request_id=request_id,
+            customer_id=customer_id,
+            budget=admission.applicable_budget(gw.store, customer, settings.max_end_user_budget_id),
+            deployment=deployment,
+            pricer=pricer,
+            body=body,
+            strict=settings.budget_enforcement == "strict",
+            exceeded_status=settings.budget_exceeded_status_code,
+            now=gw.clock(),
+        )
+    if admitted.max_tokens is not None:
+        body[_output_key(body)] = admitted.max_tokens
 
     def record(usage: Usage, cost_units: int, **outcome) -> CallRecord:
         return CallRecord(
@@ -98,15 +118,20 @@ def relay(body: dict, path: str) -> Response:
     started = gw.clock()
     try:
         reply = PROVIDERS[deployment.provider].adapter.complete(gw.http, deployment, body, path)
-    except UpstreamError as exc:
-        failed = record(Usage(), 0, status="failure", error=exc.message)
-        gw.store.record_call(failed)
-        _log_call(failed, exc.client_status)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, UpstreamError) else f"{type(exc).__name__} in Tollgate"
+        failed = record(Usage(), 0, status="failure", error=message)
+        gw.store.record_call(failed, admitted.settlement)
+        _log_call(failed, exc.client_status if isinstance(exc, UpstreamError) else 500)
         raise
     charged = record(reply.usage, pricer.cost(reply.usage))
-    gw.store.record_call(charged)
+    gw.store.record_call(charged, admitted.settlement)
     _log_call(charged, 200)
     return _reply_response(reply, charged, deployment.region_name)
+
+
+def _output_key(body: dict) -> str:
+    return "max_completion_tokens" if "max_completion_tokens" in body and "max_tokens" not in body else "max_tokens"
 
 
 def _reply_response(reply: Reply, record: CallRecord, region: str | None) -> Response:

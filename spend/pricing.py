@@ -65,6 +65,7 @@ class Pricer:
     custom: Prices | None = None
     library_ref: str | None = None
     library_provider: str | None = None
+    context_window: int | None = None
 
     @property
     def priced(self) -> bool:
@@ -88,10 +89,12 @@ def pricer_for(deployment: Deployment) -> Pricer:
         return Pricer(deployment.id, custom=deployment.prices)
     ref, provider_id = _library_name(deployment)
     try:
-        genai_prices.calc_price(_library_usage(Usage(prompt_tokens=1)), ref, provider_id=provider_id)
+        found = genai_prices.calc_price(_library_usage(Usage(prompt_tokens=1)), ref, provider_id=provider_id)
     except LookupError:
         return Pricer(deployment.id)
-    return Pricer(deployment.id, library_ref=ref, library_provider=provider_id)
+    return Pricer(
+        deployment.id, library_ref=ref, library_provider=provider_id, context_window=found.model.context_window
+    )
 
 
 def _library_name(deployment: Deployment) -> tuple[str, str | None]:

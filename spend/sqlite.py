@@ -4,13 +4,15 @@
   survives any crash of Tollgate; only an OS crash or power cut can lose the last commits).
 - Every write transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front, so two
   workers never deadlock upgrading a read lock; the busy timeout makes the other writers wait.
+  Within a process, writers queue on a lock first: SQLite's busy handler sleeps in steps of up
+  to 100 ms, which would turn a burst of threads into slow tails; a thread lock wakes the next
+  writer at once, and only one thread per process waits inside SQLite.
 - Connections are per thread and per process, opened on first use: nothing opened before
   gunicorn forks is ever used after it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -18,8 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from spend import migrations
-from spend.store import Budget, CallRecord, Customer, SpendLogRow, iso_timestamp
+from spend import budgets, migrations
+from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
+from spend.sqlite_admin import CustomerAdmin, read_customer
+from spend.store import PLAIN_CALL, AdmissionRequest, CallRecord, Customer, Settlement, SpendLogRow, iso_timestamp
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -33,12 +37,13 @@ def sqlite_path(database_url: str) -> str:
     return database_url
 
 
-class SQLiteStore:
+class SQLiteStore(CustomerAdmin):
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
+        self._writers: tuple[int, threading.Lock] = (os.getpid(), threading.Lock())
 
     # -- connections ---------------------------------------------------------------------
 
@@ -61,13 +66,21 @@ class SQLiteStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the lock from its first statement."""
         connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        with self._writer_lock():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def _writer_lock(self) -> threading.Lock:
+        pid, lock = self._writers
+        if pid != os.getpid():  # a lock inherited through fork may be held by a thread that is gone
+            self._writers = (os.getpid(), threading.Lock())
+            lock = self._writers[1]
+        return lock
 
     def close(self) -> None:
         with self._lock:
@@ -121,83 +134,56 @@ class SQLiteStore:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def record_call(self, record: CallRecord) -> None:
-        usage = record.usage
-        now = iso_timestamp(record.ended_at)
+    def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
+        customer, now = request.customer_id, request.now
+        scopes = [limit.scope for limit in request.limits]
         with self._write() as connection:
-            if record.customer_id is not None and record.status == "success":
+            _ensure_customer(connection, customer, now)
+            for scope in scopes:
                 connection.execute(
-                    "INSERT INTO customers (user_id, spend_units, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (user_id) DO UPDATE SET spend_units = spend_units + excluded.spend_units, "
-                    "updated_at = excluded.updated_at",
-                    (record.customer_id, record.cost_units, now, now),
+                    "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (customer, scope),
                 )
-            connection.execute(
-                "INSERT INTO spend_logs (request_id, customer_id, model_group, provider_model, deployment_id, "
-                "prompt_tokens, completion_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, "
-                "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.request_id,
-                    record.customer_id,
-                    record.model_group,
-                    record.provider_model,
-                    record.deployment_id,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.cached_tokens,
-                    usage.cache_creation_tokens,
-                    usage.reasoning_tokens,
-                    record.cost_units,
-                    int(record.priced),
-                    int(record.estimated),
-                    record.status,
-                    record.error,
-                    record.latency_ms,
-                    iso_timestamp(record.started_at),
-                    now,
-                ),
-            )
+            _release_expired(connection, customer, now)
+            accounts = _accounts(connection, customer, scopes)
+            if request.rate_limits is not None:
+                over_rate = budgets.check_rate(request.rate_limits, _rate_usage(connection, customer, now), now)
+                if over_rate is not None:
+                    return over_rate
+            pairs = [(limit, accounts.get(limit.scope, Account())) for limit in request.limits]
+            decision = budgets.plan_admission(pairs, request.estimate, strict=request.strict, now=now)
+            if isinstance(decision, OverBudget):
+                return decision
+            for limit in request.limits:
+                _reserve(connection, request, limit, decision.reservations[limit.scope])
+            if request.rate_limits is not None:
+                connection.execute(
+                    "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
+                    (request.request_id, customer, now),
+                )
+            return decision
 
-    # -- reads ---------------------------------------------------------------------------
-
-    def get_customer(self, user_id: str) -> Customer | None:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT c.user_id, c.spend_units, c.blocked, c.alias, c.allowed_model_region, c.default_model, "
-                "c.models, b.budget_id, b.max_budget_units, b.soft_budget_units, b.tpm_limit, b.rpm_limit, "
-                "b.model_max_budget, b.budget_duration, b.budget_reset_at, b.created_at "
-                "FROM customers c LEFT JOIN budgets b ON b.budget_id = c.budget_id WHERE c.user_id = ?",
-                (user_id,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        budget = None
-        if row[7] is not None:
-            budget = Budget(
-                budget_id=row[7],
-                max_budget_units=row[8],
-                soft_budget_units=row[9],
-                tpm_limit=row[10],
-                rpm_limit=row[11],
-                model_max_budget=json.loads(row[12]) if row[12] else None,
-                budget_duration=row[13],
-                budget_reset_at=row[14],
-                created_at=row[15],
-            )
-        return Customer(
-            user_id=row[0],
-            spend_units=row[1],
-            blocked=bool(row[2]),
-            alias=row[3],
-            allowed_model_region=row[4],
-            default_model=row[5],
-            models=tuple(json.loads(row[6] or "[]")),
-            budget=budget,
-        )
+    def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
+        customer, now = record.customer_id, record.ended_at
+        with self._write() as connection:
+            if settlement.reserved:
+                _release(connection, record.request_id)
+            if customer is not None and record.status == "success":
+                _ensure_customer(connection, customer, now)
+                for charge in settlement.charges:
+                    connection.execute(
+                        "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
+                        "WHEN period_end IS NOT NULL AND period_end <= ? THEN excluded.spend_units "
+                        "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end",
+                        (customer, charge.scope, record.cost_units, charge.window_end, now),
+                    )
+            if settlement.rate_tracked:
+                connection.execute(
+                    "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
+                    (record.usage.total_tokens, record.request_id),
+                )
+            _insert_spend_log(connection, record)
 
     def spend_logs(self, customer_id: str | None = None, limit: int = 1000) -> list[SpendLogRow]:
         query = (
@@ -210,7 +196,115 @@ class SQLiteStore:
             params = (customer_id,)
         query += " ORDER BY created_at DESC, request_id LIMIT ?"
         rows = self._connection().execute(query, (*params, limit)).fetchall()
-        return [
-            SpendLogRow(*row[:9], estimated=bool(row[9]), created_at=row[10])  # type: ignore[misc]
-            for row in rows
-        ]
+        return [SpendLogRow(*row[:9], estimated=bool(row[9]), created_at=row[10]) for row in rows]
+
+    def get_customer(self, user_id: str) -> Customer | None:
+        return read_customer(self._connection(), user_id)
+
+
+def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float) -> None:
+    stamp = iso_timestamp(now)
+    connection.execute(
+        "INSERT INTO customers (user_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (user_id, stamp, stamp),
+    )
+    connection.execute("INSERT INTO spend_accounts (user_id, scope) VALUES (?, '') ON CONFLICT DO NOTHING", (user_id,))
+
+
+def _release_expired(connection: sqlite3.Connection, user_id: str, now: float) -> None:
+    """Give back what calls reserved and never settled (their worker died mid-call)."""
+    expired = connection.execute(
+        "DELETE FROM reservations WHERE user_id = ? AND expires_at <= ? RETURNING scope, units", (user_id, now)
+    ).fetchall()
+    _unreserve(connection, user_id, expired)
+
+
+def _release(connection: sqlite3.Connection, request_id: str) -> None:
+    released = connection.execute(
+        "DELETE FROM reservations WHERE request_id = ? RETURNING user_id, scope, units", (request_id,)
+    ).fetchall()
+    if released:
+        _unreserve(connection, released[0][0], [(scope, units) for _, scope, units in released])
+
+
+def _unreserve(connection: sqlite3.Connection, user_id: str, rows: list) -> None:
+    for scope, units in rows:
+        connection.execute(
+            "UPDATE spend_accounts SET reserved_units = reserved_units - ? WHERE user_id = ? AND scope = ?",
+            (units, user_id, scope),
+        )
+
+
+def _accounts(connection: sqlite3.Connection, user_id: str, scopes: list[str]) -> dict[str, Account]:
+    marks = ", ".join("?" for _ in scopes)
+    rows = connection.execute(
+        f"SELECT scope, spend_units, reserved_units, period_end FROM spend_accounts "
+        f"WHERE user_id = ? AND scope IN ({marks})",
+        (user_id, *scopes),
+    ).fetchall()
+    return {scope: Account(spend, reserved, period_end) for scope, spend, reserved, period_end in rows}
+
+
+def _rate_usage(connection: sqlite3.Connection, user_id: str, now: float) -> RateUsage:
+    since = now - budgets.RATE_WINDOW_SECONDS
+    connection.execute("DELETE FROM rate_events WHERE user_id = ? AND at <= ?", (user_id, since))
+    count, tokens, oldest = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(at) FROM rate_events WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    return RateUsage(count, tokens, oldest)
+
+
+def _reserve(connection: sqlite3.Connection, request: AdmissionRequest, limit, units: int) -> None:
+    """Add the reservation; the statement itself refuses to pass the limit (belt and braces)."""
+    cursor = connection.execute(
+        "UPDATE spend_accounts SET "
+        "spend_units = CASE WHEN period_end IS NOT NULL AND period_end <= :now THEN 0 ELSE spend_units END, "
+        "period_end = :window_end, reserved_units = reserved_units + :units "
+        "WHERE user_id = :user AND scope = :scope AND "
+        "(CASE WHEN period_end IS NOT NULL AND period_end <= :now THEN 0 ELSE spend_units END) "
+        "+ reserved_units + :units <= :max",
+        {
+            "now": request.now,
+            "window_end": limit.window_end,
+            "units": units,
+            "user": request.customer_id,
+            "scope": limit.scope,
+            "max": limit.max_units,
+        },
+    )
+    if cursor.rowcount != 1:
+        raise RuntimeError(f"reservation for {request.customer_id!r} would pass its budget")
+    connection.execute(
+        "INSERT INTO reservations (request_id, user_id, scope, units, expires_at) VALUES (?, ?, ?, ?, ?)",
+        (request.request_id, request.customer_id, limit.scope, units, request.expires_at),
+    )
+
+
+def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord) -> None:
+    usage = record.usage
+    connection.execute(
+        "INSERT INTO spend_logs (request_id, customer_id, model_group, provider_model, deployment_id, "
+        "prompt_tokens, completion_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, "
+        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.request_id,
+            record.customer_id,
+            record.model_group,
+            record.provider_model,
+            record.deployment_id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_creation_tokens,
+            usage.reasoning_tokens,
+            record.cost_units,
+            int(record.priced),
+            int(record.estimated),
+            record.status,
+            record.error,
+            record.latency_ms,
+            iso_timestamp(record.started_at),
+            iso_timestamp(record.ended_at),
+        ),
+    )

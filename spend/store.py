@@ -1,9 +1,11 @@
 """The storage protocol every backend implements, the records it stores, and `open_store`.
 
-A backend keeps customers, budget tiers and the spend log. Its write for a call
-(`record_call`) is one short transaction: the customer's spend incremented (the customer
-created on first sight) and one spend-log row inserted, all or nothing. Money is integer
-pico-dollars (see `spend.pricing`).
+A backend keeps customers, their spend accounts, budget tiers, reservations, rate-limit events
+and the spend log. A call touches it twice, each time in one short transaction: `admit`
+reserves the call's worst-case cost under the customer's lock (only when a budget or rate limit
+applies), and `record_call` releases the reservation, adds the real cost and writes the
+spend-log row, all or nothing. Money is integer pico-dollars (see `spend.pricing`); the
+decisions themselves are the pure functions of `spend.budgets`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from providers.base import Usage
+from spend.budgets import Estimate, Limit, OverBudget, OverRate, Plan, RateLimits
 
 
 def iso_timestamp(epoch_seconds: float) -> str:
@@ -43,25 +46,38 @@ class CallRecord:
         return round((self.ended_at - self.started_at) * 1000)
 
 
+BUDGET_COLUMNS = (
+    "max_budget_units",
+    "soft_budget_units",
+    "tpm_limit",
+    "rpm_limit",
+    "model_max_budget",
+    "budget_duration",
+    "budget_reset_at",
+)
+
+
 @dataclass(frozen=True)
 class Budget:
-    """A budget row: a shared tier, or a customer's own."""
+    """A budget row: a shared tier (`owner_user_id` None), or one customer's own."""
 
     budget_id: str
     max_budget_units: int | None = None
     soft_budget_units: int | None = None
     tpm_limit: int | None = None
     rpm_limit: int | None = None
-    model_max_budget: dict | None = None
+    model_max_budget: dict | None = None  # {model: {"max_budget_units": int, "budget_duration": str | None}}
     budget_duration: str | None = None
     budget_reset_at: str | None = None
     created_at: str | None = None
+    owner_user_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Customer:
     user_id: str
     spend_units: int = 0
+    spend_period_end: float | None = None
     blocked: bool = False
     alias: str | None = None
     allowed_model_region: str | None = None
@@ -86,26 +102,107 @@ class SpendLogRow:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """Reserve a call's worst case against the customer's budgets and rate limits, atomically."""
+
+    request_id: str
+    customer_id: str
+    limits: tuple[Limit, ...]
+    estimate: Estimate
+    now: float
+    expires_at: float
+    strict: bool = False
+    rate_limits: RateLimits | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """An account a settled call's cost is added to, and the end of that account's window."""
+
+    scope: str = ""
+    window_end: float | None = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How `record_call` settles a call: where its cost goes, what admission left behind."""
+
+    charges: tuple[Charge, ...] = (Charge(),)
+    reserved: bool = False
+    rate_tracked: bool = False
+
+
+# A call with no budget or rate limit: its cost goes to the customer's lifetime spend.
+PLAIN_CALL = Settlement()
+
+
+class Conflict(Exception):
+    """The row to create exists already."""
+
+
+class Missing(Exception):
+    """Rows named by the caller do not exist; `ids` lists them."""
+
+    def __init__(self, ids: list[str]):
+        super().__init__(", ".join(ids))
+        self.ids = ids
+
+
 class SpendStore(Protocol):
-    """What the app needs from a database."""
+    """What the app needs from a database. Every method is one short transaction."""
 
     def migrate(self) -> None:
         """Apply pending numbered migrations; safe when several processes call it at once."""
-
-    def record_call(self, record: CallRecord) -> None:
-        """Charge the call to its customer and log it, in one transaction."""
-
-    def get_customer(self, user_id: str) -> Customer | None:
-        """The customer with its budget, or None."""
-
-    def spend_logs(self, customer_id: str | None = None, limit: int = 1000) -> list[SpendLogRow]:
-        """Spend-log rows, newest first."""
 
     def ping(self) -> bool:
         """True when the database answers."""
 
     def close(self) -> None:
         """Close this process's connections."""
+
+    # calls
+    def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
+        """Create the customer if unseen, then reserve or refuse, all under the customer's lock."""
+
+    def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
+        """Release the call's reservation, charge its cost and write its spend-log row, together."""
+
+    def spend_logs(self, customer_id: str | None = None, limit: int = 1000) -> list[SpendLogRow]:
+        """Spend-log rows, newest first."""
+
+    # customers
+    def get_customer(self, user_id: str) -> Customer | None:
+        """The customer with its own budget, or None."""
+
+    def create_customer(self, customer: Customer, budget: dict | None, now: float) -> Customer:
+        """Insert a customer (and its private budget from `budget` columns); Conflict, Missing(budget)."""
+
+    def update_customer(self, user_id: str, fields: dict, budget: dict, now: float) -> Customer:
+        """Set `fields`; apply `budget` columns to the customer's own budget (forking a shared tier)."""
+
+    def delete_customers(self, user_ids: list[str]) -> int:
+        """Delete all or none (Missing); spend logs stay."""
+
+    def list_customers(self, offset: int, limit: int, search: str | None) -> tuple[list[Customer], int]:
+        """A page ordered by user_id, and the total matching."""
+
+    def set_blocked(self, user_ids: list[str], blocked: bool, now: float) -> list[Customer]:
+        """Block (creating unseen ids) or unblock (all must exist)."""
+
+    # budgets
+    def get_budget(self, budget_id: str) -> Budget | None: ...
+
+    def create_budget(self, budget_id: str, columns: dict, now: float) -> Budget:
+        """Insert a shared tier; Conflict when the id is taken."""
+
+    def update_budget(self, budget_id: str, columns: dict, now: float) -> Budget:
+        """Set the given columns; Missing when absent."""
+
+    def list_budgets(self, budget_ids: list[str] | None = None) -> list[Budget]: ...
+
+    def delete_budget(self, budget_id: str) -> Budget:
+        """Delete a tier; its customers are unlinked. Missing when absent."""
 
 
 def open_store(database_url: str) -> SpendStore:

@@ -171,7 +171,7 @@ def test_unexpected_failure_is_500_without_details(make_app, monkeypatch, caplog
     app = make_app()
     store = app.extensions["tollgate"].store
 
-    def broken(record):
+    def broken(record, settlement=None):
         raise RuntimeError("disk on fire at /work/secret/path")
 
     monkeypatch.setattr(store, "record_call", broken)
