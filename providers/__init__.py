@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from providers.anthropic import AnthropicAdapter
 from providers.azure import AzureAdapter
 from providers.mock import MockAdapter
 from providers.openai import OllamaAdapter, OpenAIAdapter
@@ -29,6 +30,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
     "mock": ProviderSpec(MockAdapter()),
     "openai": _openai_compatible("https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
     "azure": ProviderSpec(AzureAdapter(), "AZURE_API_KEY", "azure", needs_base=True),
+    "anthropic": ProviderSpec(AnthropicAdapter(), "ANTHROPIC_API_KEY", "anthropic"),
     "mistral": _openai_compatible("https://api.mistral.ai/v1", "MISTRAL_API_KEY", "mistral"),
     "groq": _openai_compatible("https://api.groq.com/openai/v1", "GROQ_API_KEY", "groq"),
     "deepseek": _openai_compatible("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", "deepseek"),
@@ -44,7 +46,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
 # a warning instead of failing the whole config.
 UNSUPPORTED_PROVIDERS = frozenset(
     {
-        "anthropic",
         "bedrock",
         "bedrock_converse",
         "vertex_ai",

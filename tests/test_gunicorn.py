@@ -71,7 +71,7 @@ def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path):
             400,
             400 * int(PER_CALL * 10**12),
         )
-        spends = db.execute("SELECT spend_units FROM customers").fetchall()
+        spends = db.execute("SELECT spend_units FROM spend_accounts WHERE scope = ''").fetchall()
         assert spends == [(50 * int(PER_CALL * 10**12),)] * 8
 
 

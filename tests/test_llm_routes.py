@@ -256,3 +256,42 @@ def test_models_lists_each_configured_model_once(make_app):
             ("b", "model", "openai"),
         ]
         assert all(isinstance(m["created"], int) for m in body["data"])
+
+
+def test_anthropic_deployment_is_translated_and_cache_tokens_priced_once(make_app, upstream, environ):
+    import genai_prices
+
+    environ["ANTHROPIC_API_KEY"] = "sk-ant-test"
+    models = [{"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-sonnet-20241022"}}]
+    client = make_app(model_list=models).test_client()
+    upstream.post(
+        "https://api.anthropic.com/v1/messages",
+        json={
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-sonnet-20241022",
+            "content": [{"type": "text", "text": "Hello!"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 100,
+                "output_tokens": 50,
+                "cache_creation_input_tokens": 300,
+                "cache_read_input_tokens": 2000,
+            },
+        },
+    )
+    response = client.post("/chat/completions", json=chat_body(model="claude", user="anthropic-user"), headers=AUTH)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["choices"][0]["message"]["content"] == "Hello!"
+    assert body["usage"]["prompt_tokens"] == 2400
+    assert upstream.calls[0].request.headers["x-api-key"] == "sk-ant-test"
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=2400, cache_write_tokens=300, cache_read_tokens=2000, output_tokens=50),
+        "claude-3-5-sonnet-20241022",
+        provider_id="anthropic",
+    ).total_price
+    assert Decimal(response.headers["x-litellm-response-cost"]) == expected
