@@ -109,8 +109,9 @@ def user_ids(body: dict) -> list[str]:
     """`user_ids`: a non-empty list of customer ids, duplicates removed, order kept."""
     value = body.get("user_ids")
     if not isinstance(value, list) or not value:
-        raise BadRequest(f"user_ids is required: a non-empty list of customer ids, passed user_ids={value!r}",
-                         param="user_ids")
+        raise BadRequest(
+            f"user_ids is required: a non-empty list of customer ids, passed user_ids={value!r}", param="user_ids"
+        )
     return list(dict.fromkeys(customer_id(item, "user_ids") for item in value))
 
 
@@ -119,8 +120,9 @@ def model_max_budget(value: Any) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise BadRequest("model_max_budget must map model names to {max_budget, budget_duration}",
-                         param="model_max_budget")
+        raise BadRequest(
+            "model_max_budget must map model names to {max_budget, budget_duration}", param="model_max_budget"
+        )
     stored = {}
     for model, entry in value.items():
         field = f"model_max_budget.{model}"

@@ -130,10 +130,14 @@ def _parse_head(head: bytes) -> tuple[str, str, dict]:
 
 
 def _answer(path: str, request: dict, behaviour: Behaviour) -> dict:
+    completion = behaviour.completion_tokens
+    limit = request.get("max_tokens") or request.get("max_completion_tokens")
+    if isinstance(limit, int) and limit > 0:
+        completion = min(completion, limit)  # as real upstreams do: the answer stops at max_tokens
     usage = {
         "prompt_tokens": behaviour.prompt_tokens,
-        "completion_tokens": behaviour.completion_tokens,
-        "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
+        "completion_tokens": completion,
+        "total_tokens": behaviour.prompt_tokens + completion,
     }
     if path.endswith("/embeddings"):
         return {
