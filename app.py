@@ -22,7 +22,7 @@ from gateway import Gateway
 from plain_json import PlainJSONProvider
 from providers.base import SessionPool
 from providers.router import Router
-from routes import budgets, customers, health, llm
+from routes import budgets, customers, health, llm, spend_logs
 from spend.pricing import pricer_for
 from spend.store import SpendStore, open_store
 
@@ -60,7 +60,7 @@ def create_app(
     register_error_handlers(app)
     app.before_request(assign_request_id)
     app.before_request(auth.require_master_key(config.master_key))
-    for blueprint in (llm.blueprint, customers.blueprint, budgets.blueprint, health.blueprint):
+    for blueprint in (llm.blueprint, customers.blueprint, budgets.blueprint, spend_logs.blueprint, health.blueprint):
         app.register_blueprint(blueprint)
     report_startup(gateway)
     return app

@@ -1,4 +1,7 @@
-"""One Blueprint per surface: `llm` (chat, models), `customers`, `health`."""
+"""One Blueprint per surface: `llm` (chat, models), `customers`, `budgets`, `spend_logs`, `health`.
+
+This module holds what every surface reads the same way: the JSON body and paging parameters.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +24,15 @@ def json_body() -> dict:
     if not isinstance(body, dict):
         raise BadRequest(f"Request body must be a JSON object, not a JSON {type(body).__name__}")
     return body
+
+
+def page_arg(name: str, default: int, maximum: int | None) -> int:
+    """A whole-number query parameter within [1, maximum]; a 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if raw.strip().isdigit() else 0
+    if value < 1 or (maximum is not None and value > maximum):
+        limit = f"between 1 and {maximum}" if maximum else "at least 1"
+        raise BadRequest(f"{name} must be a whole number {limit}, got {raw!r}", param=name)
+    return value

@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, request
 
 import gateway as gateway_state
 from errors import BadRequest, NotFound
-from routes import fields, json_body
+from routes import fields, json_body, page_arg
 from spend.admission import window_end
 from spend.budgets import Account, effective_spend
 from spend.periods import to_iso
@@ -176,8 +176,8 @@ def customer_delete():
 
 @customer_route("list", ["GET"])
 def customer_list():
-    page = _page_arg("page", 1, None)
-    page_size = _page_arg("page_size", 50, MAX_PAGE_SIZE)
+    page = page_arg("page", 1, None)
+    page_size = page_arg("page_size", 50, MAX_PAGE_SIZE)
     search = request.args.get("search") or None
     gw = gateway_state.current()
     customers, total = gw.store.list_customers((page - 1) * page_size, page_size, search)
@@ -185,17 +185,6 @@ def customer_list():
     response = jsonify([customer_object(customer, now) for customer in customers])
     response.headers["x-total-count"] = str(total)
     return response
-
-
-def _page_arg(name: str, default: int, maximum: int | None) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    value = int(raw) if raw.strip().isdigit() else 0
-    if value < 1 or (maximum is not None and value > maximum):
-        limit = f"between 1 and {maximum}" if maximum else "at least 1"
-        raise BadRequest(f"{name} must be a whole number {limit}, got {raw!r}", param=name)
-    return value
 
 
 @customer_route("block", ["POST"])

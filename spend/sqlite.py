@@ -23,7 +23,16 @@ from contextlib import contextmanager
 from spend import budgets, migrations
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
 from spend.sqlite_admin import CustomerAdmin, read_customer
-from spend.store import PLAIN_CALL, AdmissionRequest, CallRecord, Customer, Settlement, SpendLogRow, iso_timestamp
+from spend.store import (
+    PLAIN_CALL,
+    AdmissionRequest,
+    CallRecord,
+    Customer,
+    Settlement,
+    SpendLogFilter,
+    SpendLogRow,
+    iso_timestamp,
+)
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -185,21 +194,56 @@ class SQLiteStore(CustomerAdmin):
                 )
             _insert_spend_log(connection, record)
 
-    def spend_logs(self, customer_id: str | None = None, limit: int = 1000) -> list[SpendLogRow]:
-        query = (
-            "SELECT request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, "
-            "completion_tokens, cost_units, status, estimated, created_at FROM spend_logs"
+    def spend_logs(
+        self, customer_id: str | None = None, limit: int = 1000, *, where: SpendLogFilter | None = None, offset: int = 0
+    ) -> list[SpendLogRow]:
+        clause, params = _log_filter(where or SpendLogFilter(customer_id=customer_id))
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT {_LOG_COLUMNS} FROM spend_logs{clause} ORDER BY created_at DESC, request_id LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+            .fetchall()
         )
-        params: tuple = ()
-        if customer_id is not None:
-            query += " WHERE customer_id = ?"
-            params = (customer_id,)
-        query += " ORDER BY created_at DESC, request_id LIMIT ?"
-        rows = self._connection().execute(query, (*params, limit)).fetchall()
-        return [SpendLogRow(*row[:9], estimated=bool(row[9]), created_at=row[10]) for row in rows]
+        return [_log_row(row) for row in rows]
+
+    def count_spend_logs(self, where: SpendLogFilter) -> int:
+        clause, params = _log_filter(where)
+        return self._connection().execute(f"SELECT COUNT(*) FROM spend_logs{clause}", params).fetchone()[0]
 
     def get_customer(self, user_id: str) -> Customer | None:
         return read_customer(self._connection(), user_id)
+
+
+_LOG_COLUMNS = (
+    "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
+    "cached_tokens, cache_creation_tokens, reasoning_tokens, cost_units, priced, estimated, status, error, "
+    "latency_ms, started_at, created_at"
+)
+
+
+def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:
+    conditions, params = [], []
+    if where.customer_id is not None:
+        conditions.append("customer_id = ?")
+        params.append(where.customer_id)
+    if where.model is not None:
+        conditions.append("(model_group = ? OR provider_model = ?)")
+        params += [where.model, where.model]
+    if where.since is not None:
+        conditions.append("created_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        conditions.append("created_at < ?")
+        params.append(where.until)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), tuple(params)
+
+
+def _log_row(row: tuple) -> SpendLogRow:
+    values = list(row)
+    values[11], values[12] = bool(values[11]), bool(values[12])
+    return SpendLogRow(*values)
 
 
 def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float) -> None:

@@ -10,7 +10,7 @@ decisions themselves are the pure functions of `spend.budgets`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -88,6 +88,8 @@ class Customer:
 
 @dataclass(frozen=True)
 class SpendLogRow:
+    """One spend-log row as stored (times are ISO-8601 UTC text)."""
+
     request_id: str
     customer_id: str | None
     model_group: str
@@ -95,11 +97,27 @@ class SpendLogRow:
     deployment_id: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
     cost_units: int
-    status: str
+    priced: bool
     estimated: bool
+    status: str
+    error: str | None
+    latency_ms: int
+    started_at: str
     created_at: str
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpendLogFilter:
+    """Which spend-log rows to read: a customer, a model (group or provider model), a time range."""
+
+    customer_id: str | None = None
+    model: str | None = None
+    since: str | None = None  # ISO-8601, inclusive
+    until: str | None = None  # ISO-8601, exclusive
 
 
 @dataclass(frozen=True)
@@ -168,8 +186,13 @@ class SpendStore(Protocol):
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
         """Release the call's reservation, charge its cost and write its spend-log row, together."""
 
-    def spend_logs(self, customer_id: str | None = None, limit: int = 1000) -> list[SpendLogRow]:
-        """Spend-log rows, newest first."""
+    def spend_logs(
+        self, customer_id: str | None = None, limit: int = 1000, *, where: SpendLogFilter | None = None, offset: int = 0
+    ) -> list[SpendLogRow]:
+        """Spend-log rows, newest first: of one customer, or matching `where`."""
+
+    def count_spend_logs(self, where: SpendLogFilter) -> int:
+        """How many rows match."""
 
     # customers
     def get_customer(self, user_id: str) -> Customer | None:
