@@ -22,9 +22,10 @@ from gateway import Gateway
 from plain_json import PlainJSONProvider
 from providers.base import SessionPool
 from providers.router import Router
-from routes import budgets, customers, health, llm, spend_logs
+from routes import budgets, customers, health, llm, spend_logs, webhooks
 from spend.pricing import pricer_for
 from spend.store import SpendStore, open_store
+from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tollgate")
 
@@ -55,15 +56,51 @@ def create_app(
         router=Router(config.deployments),
         pricers={deployment.id: pricer_for(deployment) for deployment in config.deployments},
         started_at=time.time(),
+        dispatcher=_dispatcher(config, store, clock),
     )
     app.extensions["tollgate"] = gateway
     register_error_handlers(app)
     app.before_request(assign_request_id)
+    if gateway.dispatcher is not None:
+        app.before_request(gateway.dispatcher.start)
     app.before_request(auth.require_master_key(config.master_key))
-    for blueprint in (llm.blueprint, customers.blueprint, budgets.blueprint, spend_logs.blueprint, health.blueprint):
+    for blueprint in (
+        llm.blueprint,
+        customers.blueprint,
+        budgets.blueprint,
+        spend_logs.blueprint,
+        webhooks.blueprint,
+        health.blueprint,
+    ):
         app.register_blueprint(blueprint)
     report_startup(gateway)
     return app
+
+
+def _dispatcher(config: Config, store: SpendStore, clock: Callable[[], float] | None) -> Dispatcher | None:
+    """The webhook outbox's delivery thread (started per worker process, see gunicorn.conf.py)."""
+    if not config.webhooks_enabled:
+        return None
+    return Dispatcher(
+        store,
+        config.webhook_url,
+        config.webhook_secret,
+        clock=clock or time.time,
+        max_backoff=config.webhook_retry_max_seconds,
+    )
+
+
+def start_background_work(app: Flask) -> None:
+    """Start this process's background threads; gunicorn calls it after fork, requests make sure."""
+    dispatcher = app.extensions["tollgate"].dispatcher
+    if dispatcher is not None:
+        dispatcher.start()
+
+
+def stop_background_work(app: Flask) -> None:
+    dispatcher = app.extensions["tollgate"].dispatcher
+    if dispatcher is not None:
+        dispatcher.stop()
 
 
 def assign_request_id() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import request
+from flask import g, request
 
 from errors import AuthError
 
@@ -26,6 +26,7 @@ def presented_key(headers) -> str | None:
 def require_master_key(master_key: str):
     """A `before_request` hook refusing requests without the master key."""
     expected = master_key.encode()
+    key_digest = key_hash(master_key)  # the only accepted key, so its digest is known up front
 
     def check() -> None:
         if request.path in OPEN_PATHS or request.url_rule is None:
@@ -35,6 +36,7 @@ def require_master_key(master_key: str):
             raise AuthError("Authentication Error, No api key passed in.")
         if not hmac.compare_digest(key.encode(), expected):
             raise AuthError("Authentication Error, Invalid proxy server token passed")
+        g.key_hash = key_digest
 
     return check
 

@@ -1,12 +1,22 @@
-"""Operator commands. `python cli.py check-config [PATH]` validates a config without serving."""
+"""Operator commands, run from the repository root with the server's environment:
+
+python cli.py check-config [PATH]             validate a config without serving
+python cli.py webhooks list [--status dead]   the webhook outbox, newest first
+python cli.py webhooks requeue --dead         deliver every dead event again
+python cli.py webhooks requeue EVENT_ID ...   deliver these events again
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from config import ConfigError, load_config
 from spend.pricing import pricer_for
+from spend.sqlite_outbox import RETRY_WINDOW_SECONDS
+from spend.store import open_store
+from webhooks.events import iso
 
 
 def check_config(path: str | None) -> int:
@@ -25,15 +35,46 @@ def check_config(path: str | None) -> int:
     return 0
 
 
+def webhooks(args) -> int:
+    """List or re-queue outbox events, straight from the database the server uses."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    store = open_store(config.database_url)
+    store.migrate()
+    if args.action == "list":
+        for event in store.list_events(args.status, args.limit):
+            print(
+                f"{event.event_id}  {event.status:9}  {event.event:24}  attempts={event.attempts}  "
+                f"customer={event.customer_id}  created={iso(event.created_at)}  error={event.last_error}"
+            )
+        return 0
+    if not args.dead and not args.event_ids:
+        print("name event ids, or --dead for every dead event", file=sys.stderr)
+        return 2
+    count = store.requeue_events(None if args.dead else args.event_ids, time.time(), RETRY_WINDOW_SECONDS)
+    print(f"requeued {count} event(s); running workers deliver them within seconds")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python cli.py", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate config.yaml and exit")
     check.add_argument("path", nargs="?", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
+    hooks = commands.add_parser("webhooks", help="list or re-queue webhook events")
+    hooks.add_argument("action", choices=["list", "requeue"])
+    hooks.add_argument("event_ids", nargs="*", help="events to re-queue")
+    hooks.add_argument("--status", choices=["pending", "delivered", "dead"], help="list only these")
+    hooks.add_argument("--limit", type=int, default=100)
+    hooks.add_argument("--dead", action="store_true", help="re-queue every dead event")
+    hooks.add_argument("--config", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
-    return 2
+    return webhooks(args)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,13 @@ class Config:
     settings: Settings = field(default_factory=Settings)
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    webhook_retry_max_seconds: float = 1800.0
     warnings: tuple[str, ...] = ()
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """`alerting: ["webhook"]` and a `WEBHOOK_URL` to send to."""
+        return "webhook" in self.settings.alerting and self.webhook_url is not None
 
     def groups(self) -> dict[str, tuple[Deployment, ...]]:
         """Deployments by public model name, in config order."""
@@ -208,8 +214,16 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         settings=settings,
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
         webhook_secret=reader.env.get("WEBHOOK_SECRET") or None,
+        webhook_retry_max_seconds=_retry_ceiling(reader),
         warnings=tuple(reader.warnings),
     )
+
+
+def _retry_ceiling(reader: _Reader) -> float:
+    ceiling = reader.number(
+        {"v": reader.env.get("WEBHOOK_RETRY_MAX_SECONDS")}, "v", "WEBHOOK_RETRY_MAX_SECONDS", 1800.0
+    )
+    return ceiling if ceiling is not None else 1800.0
 
 
 def _settings(reader: _Reader, litellm: dict, general: dict) -> Settings:

@@ -12,6 +12,8 @@ from providers.base import SessionPool
 from providers.router import Router
 from spend.pricing import Pricer
 from spend.store import SpendStore
+from webhooks.dispatcher import Dispatcher
+from webhooks.events import Notify
 
 
 @dataclass
@@ -23,6 +25,19 @@ class Gateway:
     router: Router
     pricers: dict[str, Pricer]
     started_at: float
+    dispatcher: Dispatcher | None = None
+
+    def notify(self, token: str | None) -> Notify | None:
+        """What a charged call may announce by webhook; None when webhooks are off."""
+        if self.dispatcher is None:
+            return None
+        settings = self.config.settings
+        return Notify(
+            token=token,
+            spend_tracked="spend_tracked" in settings.alert_types,
+            budget_alerts="budget_alerts" in settings.alert_types,
+            thresholds=settings.budget_alert_thresholds,
+        )
 
 
 def current() -> Gateway:

@@ -41,3 +41,17 @@ keepalive = 75
 # gunicorn's runtime control socket is one fixed path per user; Tollgate does not use it, and
 # several instances on one box (blue/green deploys, the test suite) would fight over it.
 control_socket_disable = True
+
+
+def post_fork(server, worker):
+    """Each worker runs its own webhook delivery thread; threads never cross a fork."""
+    from app import start_background_work
+
+    start_background_work(worker.app.wsgi())
+
+
+def worker_exit(server, worker):
+    """Let the delivery thread finish the event in hand; the rest stays in the outbox."""
+    from app import stop_background_work
+
+    stop_background_work(worker.app.wsgi())

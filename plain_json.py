@@ -40,6 +40,11 @@ class _PlainFloatEncoder(json.JSONEncoder):
         )(o, 0)
 
 
+def dumps(obj: Any) -> str:
+    """Compact JSON with plain-decimal floats, outside of a Flask app (webhook payloads)."""
+    return json.dumps(obj, cls=_PlainFloatEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
 class PlainJSONProvider(DefaultJSONProvider):
     sort_keys = False
     ensure_ascii = False

@@ -96,6 +96,7 @@ def relay(body: dict, path: str) -> Response:
             strict=settings.budget_enforcement == "strict",
             exceeded_status=settings.budget_exceeded_status_code,
             now=gw.clock(),
+            notify=gw.notify(g.get("key_hash")),
         )
     if admitted.max_tokens is not None:
         body[_output_key(body)] = admitted.max_tokens
@@ -126,6 +127,8 @@ def relay(body: dict, path: str) -> Response:
         raise
     charged = record(reply.usage, pricer.cost(reply.usage))
     gw.store.record_call(charged, admitted.settlement)
+    if admitted.settlement.notify is not None:
+        gw.dispatcher.wake()
     _log_call(charged, 200)
     return _reply_response(reply, charged, deployment.region_name)
 

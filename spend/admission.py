@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from config import Deployment
@@ -19,6 +19,7 @@ from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
 from spend.pricing import Pricer, usd_text
 from spend.store import PLAIN_CALL, AdmissionRequest, Budget, Charge, Customer, Settlement, SpendStore
+from webhooks.events import Notify
 
 DEFAULT_OUTPUT_LIMIT = 16384
 IMAGE_TOKEN_ALLOWANCE = 2000
@@ -128,18 +129,23 @@ def admit(
     strict: bool,
     exceeded_status: int,
     now: float,
+    notify: Notify | None = None,
 ) -> Admitted:
-    """Reserve the call against the applicable budget and limits, or raise the refusal."""
+    """Reserve the call against the applicable budget and limits, or raise the refusal.
+
+    `notify` (webhooks on) is completed with the budget the call's alerts are measured against.
+    """
     if budget is None:
-        return Admitted()
+        return Admitted(Settlement(notify=notify))
     keys = (deployment.model_name, f"{deployment.provider}/{deployment.model}", deployment.model)
     limits = limits_for(budget, keys, now)
     rates = RateLimits(budget.rpm_limit, budget.tpm_limit)
     rated = rates.rpm is not None or rates.tpm is not None
     main_end = window_end(budget.budget_reset_at, budget.budget_duration, now)
     charges = (Charge("", main_end), *(Charge(limit.scope, limit.window_end) for limit in limits if limit.scope))
+    notify = _measured(notify, budget, main_end)
     if not limits and not rated:
-        return Admitted(Settlement(charges))
+        return Admitted(Settlement(charges, notify=notify))
     verdict = store.admit(
         AdmissionRequest(
             request_id=request_id,
@@ -156,7 +162,25 @@ def admit(
         raise _over_budget(customer_id, verdict, exceeded_status)
     if isinstance(verdict, OverRate):
         raise _over_rate(customer_id, verdict)
-    return Admitted(Settlement(charges, reserved=bool(limits), rate_tracked=rated), verdict.max_tokens)
+    settlement = Settlement(charges, reserved=bool(limits), rate_tracked=rated, notify=notify)
+    return Admitted(settlement, verdict.max_tokens)
+
+
+def _measured(notify: Notify | None, budget: Budget, end: float | None) -> Notify | None:
+    """The alert context with the budget's limits and its current window."""
+    if notify is None:
+        return None
+    start = None
+    if end is not None:
+        duration = periods.parse_duration(budget.budget_duration)
+        start = periods.window_start(duration, datetime.fromtimestamp(end, UTC)).timestamp()
+    return replace(
+        notify,
+        max_budget_units=budget.max_budget_units,
+        soft_budget_units=budget.soft_budget_units,
+        window_start=start,
+        window_end=end,
+    )
 
 
 def _over_budget(customer_id: str, verdict: OverBudget, status: int) -> BudgetExceeded:

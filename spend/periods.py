@@ -86,3 +86,14 @@ def from_iso(text: str | None) -> datetime | None:
         return None
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def window_start(duration: Duration, end: datetime) -> datetime:
+    """When the window ending at `end` began (one duration earlier; a month for `30d`/`Nmo`)."""
+    if duration.unit in _SECONDS:
+        return end - timedelta(seconds=duration.count * _SECONDS[duration.unit])
+    if duration.unit == "d" and duration.count != 30:
+        return end - timedelta(days=duration.count)
+    months = 1 if duration.unit == "d" else duration.count
+    month_index = end.month - 1 - months
+    return end.replace(year=end.year + month_index // 12, month=month_index % 12 + 1)

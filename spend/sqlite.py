@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from spend import budgets, migrations
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
 from spend.sqlite_admin import CustomerAdmin, read_customer
+from spend.sqlite_outbox import Outbox, add_events
 from spend.store import (
     PLAIN_CALL,
     AdmissionRequest,
@@ -33,6 +34,7 @@ from spend.store import (
     SpendLogRow,
     iso_timestamp,
 )
+from webhooks import events as webhook_events
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -46,7 +48,7 @@ def sqlite_path(database_url: str) -> str:
     return database_url
 
 
-class SQLiteStore(CustomerAdmin):
+class SQLiteStore(CustomerAdmin, Outbox):
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
@@ -178,15 +180,14 @@ class SQLiteStore(CustomerAdmin):
             if settlement.reserved:
                 _release(connection, record.request_id)
             if customer is not None and record.status == "success":
-                _ensure_customer(connection, customer, now)
-                for charge in settlement.charges:
-                    connection.execute(
-                        "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
-                        "WHEN period_end IS NOT NULL AND period_end <= ? THEN excluded.spend_units "
-                        "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end",
-                        (customer, charge.scope, record.cost_units, charge.window_end, now),
-                    )
+                _ensure_customer(connection, customer, now, account=False)
+                spend = {
+                    charge.scope: _charge(connection, customer, charge, record.cost_units, now)
+                    for charge in settlement.charges
+                }
+                if settlement.notify is not None and record.priced:
+                    events = webhook_events.for_charge(settlement.notify, customer, record.cost_units, spend[""], now)
+                    add_events(connection, events, now)
             if settlement.rate_tracked:
                 connection.execute(
                     "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
@@ -246,13 +247,27 @@ def _log_row(row: tuple) -> SpendLogRow:
     return SpendLogRow(*values)
 
 
-def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float) -> None:
+def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float, *, account: bool = True) -> None:
     stamp = iso_timestamp(now)
     connection.execute(
         "INSERT INTO customers (user_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (user_id, stamp, stamp),
     )
-    connection.execute("INSERT INTO spend_accounts (user_id, scope) VALUES (?, '') ON CONFLICT DO NOTHING", (user_id,))
+    if account:
+        connection.execute(
+            "INSERT INTO spend_accounts (user_id, scope) VALUES (?, '') ON CONFLICT DO NOTHING", (user_id,)
+        )
+
+
+def _charge(connection: sqlite3.Connection, user_id: str, charge, cost_units: int, now: float) -> int:
+    """Add a call's cost to one account (starting a new window if the last one ended); the new spend."""
+    return connection.execute(
+        "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
+        "WHEN period_end IS NOT NULL AND period_end <= ? THEN excluded.spend_units "
+        "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end RETURNING spend_units",
+        (user_id, charge.scope, cost_units, charge.window_end, now),
+    ).fetchone()[0]
 
 
 def _release_expired(connection: sqlite3.Connection, user_id: str, now: float) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from providers.base import Usage
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, Plan, RateLimits
+from webhooks.events import Notify
 
 
 def iso_timestamp(epoch_seconds: float) -> str:
@@ -149,10 +150,24 @@ class Settlement:
     charges: tuple[Charge, ...] = (Charge(),)
     reserved: bool = False
     rate_tracked: bool = False
+    notify: Notify | None = None  # the webhook events this call may raise, when webhooks are on
 
 
 # A call with no budget or rate limit: its cost goes to the customer's lifetime spend.
 PLAIN_CALL = Settlement()
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    event: str
+    customer_id: str | None
+    body: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None = None
 
 
 class Conflict(Exception):
@@ -193,6 +208,23 @@ class SpendStore(Protocol):
 
     def count_spend_logs(self, where: SpendLogFilter) -> int:
         """How many rows match."""
+
+    # webhook outbox
+    def claim_events(self, now: float, lease_seconds: float, limit: int) -> list[OutboxEvent]:
+        """Lease due pending events, oldest first, so no other worker posts them meanwhile."""
+
+    def release_events(self, event_ids: list[str]) -> None:
+        """Give claimed events back without an attempt."""
+
+    def event_delivered(self, event_id: str, now: float) -> None: ...
+
+    def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
+        """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""
+
+    def list_events(self, status: str | None, limit: int) -> list[OutboxEvent]: ...
+
+    def requeue_events(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:
+        """Dead (or the named) events become pending again with a fresh retry window."""
 
     # customers
     def get_customer(self, user_id: str) -> Customer | None:

@@ -1,0 +1,142 @@
+"""Delivers the webhook outbox: one background thread per worker process.
+
+The thread claims due events with a lease (so each event is posted by one worker at a time),
+POSTs each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is set, and
+records the outcome: any 2xx is delivered; anything else is retried with exponential backoff and
+jitter (1 s, 2 s, 4 s … capped at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min) until the event's
+24-hour retry window has passed, then it is marked dead and stays listed for the operator.
+Delivery is at least once; receivers de-duplicate on `event_id` (also the `webhook-id` header).
+Events go out oldest first; after a failed post the rest of the round waits, so a customer's
+events stay in order unless a retried event is overtaken by newer ones once the endpoint is back.
+The request path never waits for any of this: it only writes the outbox row and wakes the thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+
+from spend.store import OutboxEvent, SpendStore
+
+log = logging.getLogger("tollgate.webhooks")
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+LEASE_SECONDS = 120.0
+BATCH = 50
+
+
+def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
+    """Standard Webhooks: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` (`whsec_` keys are base64)."""
+    key = base64.b64decode(secret[len("whsec_") :]) if secret.startswith("whsec_") else secret.encode()
+    signed = f"{event_id}.{timestamp}.{body}".encode()
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{digest}"}
+
+
+def backoff(attempts: int, ceiling: float, rng: random.Random) -> float:
+    """Seconds before the next try after `attempts` failures: doubling, capped, with ±50% jitter."""
+    return min(2.0 ** max(attempts - 1, 0), ceiling) * (0.5 + rng.random())
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: SpendStore,
+        url: str,
+        secret: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = 1.0,
+        max_backoff: float = 1800.0,
+    ):
+        self.store, self.url, self.secret = store, url, secret
+        self.clock, self.poll_seconds, self.max_backoff = clock, poll_seconds, max_backoff
+        self._rng = random.Random()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._session: requests.Session | None = None
+
+    def start(self) -> None:
+        """Start the thread in this process, once (a thread does not survive fork; it restarts)."""
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        self._pid, self._stop, self._session = os.getpid(), threading.Event(), requests.Session()
+        self._thread = threading.Thread(target=self._run, name="tollgate-webhooks", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New events are in the outbox: look now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the event in hand and stop; undelivered events stay in the outbox."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.deliver_due() > 0
+            except Exception:
+                log.exception("webhook dispatcher: outbox unavailable; retrying")
+                busy = False
+            if not busy:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+    def deliver_due(self) -> int:
+        """Post the events due now; returns how many were tried."""
+        events = self.store.claim_events(self.clock(), LEASE_SECONDS, BATCH)
+        for index, event in enumerate(events):
+            if self._stop.is_set() or not self._post(event):
+                # The endpoint is failing (or we are stopping): give the rest back untried rather
+                # than wait out a timeout for each, and keep them behind the failed one this round.
+                rest = [later.event_id for later in events[index + 1 :]]
+                if rest:
+                    self.store.release_events(rest)
+                return 0
+        return len(events)
+
+    def send(self, event_id: str, body: str, session: requests.Session | None = None) -> str | None:
+        """POST one event body; None on a 2xx, else what went wrong."""
+        headers = {"Content-Type": "application/json", "User-Agent": "Tollgate-Webhooks/1"}
+        if self.secret:
+            headers.update(signature_headers(self.secret, event_id, int(self.clock()), body))
+        try:
+            response = (session or requests).post(
+                self.url, data=body.encode(), headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+            )
+        except requests.RequestException as exc:
+            return type(exc).__name__
+        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+
+    def _post(self, event: OutboxEvent) -> bool:
+        error = self.send(event.event_id, event.body, self._session)
+        now = self.clock()
+        if error is None:
+            self.store.event_delivered(event.event_id, now)
+            return True
+        retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
+        if self.store.event_failed(event.event_id, error, retry_at, now) == "dead":
+            log.warning(
+                "webhook event %s (%s) is dead after %d attempts: %s",
+                event.event_id,
+                event.event,
+                event.attempts + 1,
+                error,
+            )
+        return False

@@ -1,0 +1,143 @@
+"""Webhook events for customers: what a charged call announces, as LiteLLM's payload. Pure.
+
+    spend_tracked             every charged call; `spend` is this call's cost
+    threshold_crossed         spend reached a fraction of `max_budget` (budget_alert_thresholds)
+    budget_crossed            spend reached `max_budget`
+    soft_budget_crossed       spend reached `soft_budget`
+    projected_limit_exceeded  spend so far, projected linearly to the end of the budget window,
+                              passes `max_budget` (checked once 10% of the window has passed)
+
+Budget events carry the customer's spend in the window; each fires once per customer, event,
+threshold and budget window (the store keeps the marks). Every payload has all of LiteLLM's
+keys, nulls included, plus `soft_budget`, `event_id` (stable across retries) and `created_at`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from plain_json import dumps
+from spend.pricing import usd, usd_text
+
+PROJECTION_MIN_ELAPSED = Decimal("0.1")
+
+
+@dataclass(frozen=True)
+class Notify:
+    """What the settlement of a call may announce, and the budget it is measured against."""
+
+    token: str | None
+    spend_tracked: bool = True
+    budget_alerts: bool = True
+    thresholds: tuple[Decimal, ...] = ()
+    max_budget_units: int | None = None
+    soft_budget_units: int | None = None
+    window_start: float | None = None
+    window_end: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbox row: the JSON body as it will be posted, and its once-only mark if it has one."""
+
+    event_id: str
+    event: str
+    customer_id: str | None
+    body: str
+    mark: tuple[str, str] | None = None  # (threshold, window) for budget events
+
+
+def for_charge(notify: Notify, customer_id: str, cost_units: int, spend_units: int, now: float) -> list[Event]:
+    """The events of one charged call; `spend_units` is the customer's spend after it."""
+    events = []
+    if notify.spend_tracked:
+        message = f"Customer spend tracked. Customer={customer_id}, spend={usd_text(cost_units)}"
+        events.append(_event("spend_tracked", customer_id, cost_units, notify, message, now))
+    if notify.budget_alerts:
+        events += _budget_events(notify, customer_id, spend_units, now)
+    return events
+
+
+def _budget_events(notify: Notify, customer_id: str, spend: int, now: float) -> list[Event]:
+    window = iso(notify.window_end) if notify.window_end else "lifetime"
+    shown = f"Customer={customer_id}, spend={usd_text(spend)}"
+    events = []
+    maximum, soft = notify.max_budget_units, notify.soft_budget_units
+    if maximum is not None:
+        for fraction in notify.thresholds:
+            if spend >= fraction * maximum and fraction < 1:
+                message = f"Customer reached {fraction * 100:g}% of budget. {shown}, max_budget={usd_text(maximum)}"
+                events.append(
+                    _event("threshold_crossed", customer_id, spend, notify, message, now, (str(fraction), window))
+                )
+        if spend >= maximum:
+            message = f"Customer budget crossed. {shown}, max_budget={usd_text(maximum)}"
+            events.append(_event("budget_crossed", customer_id, spend, notify, message, now, ("1", window)))
+        else:
+            events += _projection(notify, customer_id, spend, now, window)
+    if soft is not None and spend >= soft:
+        message = f"Customer soft budget crossed. {shown}, soft_budget={usd_text(soft)}"
+        events.append(_event("soft_budget_crossed", customer_id, spend, notify, message, now, ("soft", window)))
+    return events
+
+
+def _projection(notify: Notify, customer_id: str, spend: int, now: float, window: str) -> list[Event]:
+    start, end, maximum = notify.window_start, notify.window_end, notify.max_budget_units
+    if start is None or end is None or spend <= 0 or end <= start:
+        return []
+    elapsed = Decimal(str(now - start)) / Decimal(str(end - start))
+    if elapsed < PROJECTION_MIN_ELAPSED:
+        return []
+    projected = int(spend / elapsed)
+    if projected <= maximum:
+        return []
+    exceeded_at = start + (now - start) * maximum / spend
+    message = (
+        f"Customer projected to exceed budget. Customer={customer_id}, spend={usd_text(spend)}, "
+        f"projected_spend={usd_text(projected)}, max_budget={usd_text(maximum)}"
+    )
+    projection = {"projected_spend": usd(projected), "projected_exceeded_date": iso(exceeded_at)}
+    mark = ("projected", window)
+    return [_event("projected_limit_exceeded", customer_id, spend, notify, message, now, mark, projection)]
+
+
+def _event(name, customer_id, spend_units, notify, message, now, mark=None, extra=None) -> Event:
+    event_id = f"evt_{uuid.uuid4().hex}"
+    body = {
+        "spend": usd(spend_units),
+        "max_budget": _money(notify.max_budget_units),
+        "token": notify.token,
+        "customer_id": customer_id,
+        "user_id": None,
+        "team_id": None,
+        "user_email": None,
+        "key_alias": None,
+        "projected_exceeded_date": None,
+        "projected_spend": None,
+        "event": name,
+        "event_group": "customer",
+        "event_message": message,
+        "soft_budget": _money(notify.soft_budget_units),
+        "event_id": event_id,
+        "created_at": iso(now),
+        **(extra or {}),
+    }
+    return Event(event_id, name, customer_id, dumps(body), mark)
+
+
+def probe_event(now: float, token: str | None) -> Event:
+    """The event `GET /health/services?service=webhook` sends."""
+    notify = Notify(token=token)
+    return _event("webhook_test", None, 0, notify, "Test event from Tollgate: the webhook is reachable.", now)
+
+
+def _money(units: int | None) -> float | None:
+    return None if units is None else usd(units)
+
+
+def iso(epoch: float) -> str:
+    """An epoch time as `2026-11-27T15:00:00Z`."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
