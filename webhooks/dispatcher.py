@@ -31,7 +31,7 @@ log = logging.getLogger("tollgate.webhooks")
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
 BATCH = 50
 
 

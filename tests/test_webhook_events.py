@@ -1,0 +1,116 @@
+"""Webhook payloads and when budget events fire (pure)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+
+import pytest
+
+from webhooks.dispatcher import backoff, signature_headers
+from webhooks.events import Notify, for_charge
+
+SEED_KEYS = [
+    "spend",
+    "max_budget",
+    "token",
+    "customer_id",
+    "user_id",
+    "team_id",
+    "user_email",
+    "key_alias",
+    "projected_exceeded_date",
+    "projected_spend",
+    "event",
+    "event_group",
+    "event_message",
+]
+UNIT = 10**12
+NOW = 1_795_795_200.0
+
+
+def bodies(events):
+    return [json.loads(event.body) for event in events]
+
+
+def test_spend_tracked_payload_has_the_seed_keys_in_order():
+    [event] = for_charge(Notify(token="abc", budget_alerts=False), "krrish12", 1_112_000_000, 1_112_000_000, NOW)
+    body = json.loads(event.body)
+    assert list(body)[: len(SEED_KEYS)] == SEED_KEYS
+    assert list(body)[len(SEED_KEYS) :] == ["soft_budget", "event_id", "created_at"]
+    assert body["spend"] == 0.001112 and '"spend":0.001112' in event.body
+    assert body["event"] == "spend_tracked" and body["event_group"] == "customer"
+    assert body["event_message"] == "Customer spend tracked. Customer=krrish12, spend=0.001112"
+    assert body["event_id"] == event.event_id and event.mark is None
+    assert (body["customer_id"], body["token"], body["created_at"]) == ("krrish12", "abc", "2026-11-27T16:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("spend", "expected"),
+    [
+        (Decimal("0.5"), []),
+        (Decimal("0.85"), ["threshold_crossed"]),
+        (Decimal("0.96"), ["threshold_crossed", "threshold_crossed"]),
+        (Decimal("1"), ["threshold_crossed", "threshold_crossed", "budget_crossed"]),
+    ],
+)
+def test_budget_events_by_spend(spend, expected):
+    notify = Notify(
+        token=None, spend_tracked=False, thresholds=(Decimal("0.85"), Decimal("0.95")), max_budget_units=UNIT
+    )
+    events = for_charge(notify, "c", 1, int(spend * UNIT), NOW)
+    assert [event.event for event in events] == expected
+    assert all(json.loads(e.body)["max_budget"] == 1 for e in events)
+    assert len({event.mark for event in events}) == len(events)
+
+
+def test_soft_budget_event():
+    notify = Notify(token=None, spend_tracked=False, soft_budget_units=UNIT // 2)
+    [event] = for_charge(notify, "c", 1, UNIT // 2, NOW)
+    assert event.event == "soft_budget_crossed" and json.loads(event.body)["soft_budget"] == 0.5
+
+
+def test_projection_fires_when_the_pace_would_pass_the_budget():
+    day = 86400.0
+    notify = Notify(token=None, spend_tracked=False, max_budget_units=UNIT, window_start=NOW, window_end=NOW + day)
+    assert for_charge(notify, "c", 1, UNIT // 10, NOW + day / 20) == []  # too early in the window to tell
+    [event] = for_charge(notify, "c", 1, UNIT // 2, NOW + day / 4)
+    body = json.loads(event.body)
+    assert event.event == "projected_limit_exceeded"
+    assert body["projected_spend"] == 2
+    assert body["projected_exceeded_date"] == "2026-11-28T04:00:00Z"  # half the budget in 6 h → all in 12 h
+    assert for_charge(notify, "c", 1, UNIT // 5, NOW + day / 2) == []  # on pace for 0.4
+
+
+def test_no_budget_no_budget_events():
+    assert for_charge(Notify(token=None, spend_tracked=False), "c", 5, 10**15, NOW) == []
+
+
+def verify(secret: str, headers: dict, body: bytes) -> bool:
+    """What a receiver does (docs/webhooks.md)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(f"v1,{expected}", part) for part in headers["webhook-signature"].split())
+
+
+def test_signature_verifies_with_the_secret_only():
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    body = '{"event":"spend_tracked"}'
+    headers = signature_headers(secret, "evt_1", 1_795_795_200, body)
+    assert verify(secret, headers, body.encode())
+    wrong = "whsec_" + base64.b64encode(b"another secret of the same size.").decode()
+    assert not verify(wrong, headers, body.encode())
+    assert not verify(secret, headers, body.encode() + b" ")
+
+
+def test_backoff_doubles_with_jitter_and_a_ceiling():
+    import random
+
+    rng = random.Random(7)
+    for attempts, base in [(1, 1), (2, 2), (5, 16), (30, 60)]:
+        delay = backoff(attempts, 60, rng)
+        assert base * 0.5 <= delay <= base * 1.5
