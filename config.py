@@ -10,6 +10,7 @@ Run `python cli.py check-config [PATH]` to validate a file without starting the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -205,6 +206,10 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     if settings.alerting and "webhook" in settings.alerting and not reader.env.get("WEBHOOK_URL"):
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
+    secret = reader.env.get("WEBHOOK_SECRET") or None
+    if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
+        reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
+
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
@@ -213,10 +218,17 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         database_url=str(database_url),
         settings=settings,
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
-        webhook_secret=reader.env.get("WEBHOOK_SECRET") or None,
+        webhook_secret=secret,
         webhook_retry_max_seconds=_retry_ceiling(reader),
         warnings=tuple(reader.warnings),
     )
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        return bool(base64.b64decode(text, validate=True))
+    except ValueError:
+        return False
 
 
 def _retry_ceiling(reader: _Reader) -> float:

@@ -220,3 +220,17 @@ def test_check_config_command_lists_every_problem_and_exits_non_zero(tmp_path):
     assert result.returncode == 1
     assert "model_list[0].litellm_params.model: unknown provider 'azur'" in result.stderr
     assert "LITELLM_MASTER_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("secret", "ok"),
+    [("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", True), ("any-text", True), ("whsec_not*base64", False)],
+)
+def test_webhook_secret_format(secret, ok):
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    if ok:
+        assert parse(document, {**ENV, "WEBHOOK_SECRET": secret}).webhook_secret == secret
+    else:
+        assert problems_of(document, {**ENV, "WEBHOOK_SECRET": secret}) == [
+            "WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix"
+        ]
