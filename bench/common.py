@@ -48,8 +48,19 @@ class Upstream:
         return requests.get(f"{self.root}/stats", timeout=5).json()["calls"]
 
 
-def write_config(directory: Path, upstream_url: str) -> Path:
-    """Write a config.yaml with the single model `bench-model` served by `upstream_url`."""
+def general_settings(webhooks: bool) -> dict:
+    """The config's `general_settings`: the master key, plus `alerting: ["webhook"]` when `webhooks`."""
+    settings: dict = {"alerting": ["webhook"]} if webhooks else {}
+    settings["master_key"] = "os.environ/LITELLM_MASTER_KEY"
+    return settings
+
+
+def write_config(directory: Path, upstream_url: str, webhooks: bool = False) -> Path:
+    """Write a config.yaml with the single model `bench-model` served by `upstream_url`.
+
+    With `webhooks`, `general_settings.alerting` is `["webhook"]`: every charged call then writes
+    a `spend_tracked` event to the outbox (sent to `WEBHOOK_URL`).
+    """
     config = {
         "model_list": [
             {
@@ -63,7 +74,7 @@ def write_config(directory: Path, upstream_url: str) -> Path:
                 },
             }
         ],
-        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+        "general_settings": general_settings(webhooks),
     }
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -128,15 +139,20 @@ def stop_pid(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 @contextmanager
-def tollgate(upstream: Upstream, workers: int) -> Iterator[Server]:
-    """Run Tollgate (the Procfile command) in front of `upstream`, on a fresh SQLite file."""
+def tollgate(upstream: Upstream, workers: int, webhook_url: str | None = None) -> Iterator[Server]:
+    """Run Tollgate (the Procfile command) in front of `upstream`, on a fresh SQLite file.
+
+    With a `webhook_url`, webhooks are on: `alerting: ["webhook"]` and `WEBHOOK_URL` set.
+    """
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory:
         path = Path(directory)
         env = {
-            "CONFIG_FILE_PATH": str(write_config(path, upstream.url)),
+            "CONFIG_FILE_PATH": str(write_config(path, upstream.url, webhooks=webhook_url is not None)),
             "DATABASE_URL": f"sqlite:///{path / 'tollgate.db'}",
             "LITELLM_MASTER_KEY": MASTER_KEY,
         }
+        if webhook_url is not None:
+            env["WEBHOOK_URL"] = webhook_url
         with tollgate_server(env, workers=workers) as server:
             wait_for_workers(server.process.pid, workers)
             yield server

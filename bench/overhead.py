@@ -6,7 +6,15 @@ client thread on its own keep-alive `requests.Session`, after a warm-up. Prints 
 of requests/s and p50/p99 latency with the difference (through minus direct), then the memory
 (VmRSS) of the gunicorn master and its workers.
 
+With `--webhooks`, Tollgate runs with webhooks on (`alerting: ["webhook"]`, `WEBHOOK_URL` at a
+local sink, `tests/webhook_sink.py`, in this process on 127.0.0.1): every call carries a `user`,
+so every call writes a `spend_tracked` event. After the run it prints how many events the sink
+accepted next to the calls made through Tollgate (warm-up included), waiting at most
+`--drain-seconds` for the outbox to drain. `--compare-webhooks` measures DIRECT once, then a
+fresh Tollgate with webhooks off, then another with webhooks on, and prints one table.
+
     python -m bench.overhead [--concurrency 1,32] [--requests N] [--workers 2]
+    python -m bench.overhead --webhooks | --compare-webhooks [--drain-seconds 10]
 """
 
 from __future__ import annotations
@@ -24,10 +32,15 @@ from dataclasses import (
 import requests
 
 from bench import common
+from tests.servers import Server
+from tests.webhook_sink import WebhookSink
 
 REQUEST_TIMEOUT = 30.0
 USERS = 100
 LOG_TAIL_LINES = 40
+DIRECT = "direct"
+TOLLGATE = {False: "tollgate", True: "tollgate+webhooks"}  # by whether webhooks are on
+STARTUP_SECONDS = 60.0  # bound on starting one Tollgate, for the upstream's lifetime
 
 
 @dataclass
@@ -47,6 +60,37 @@ class Run:
     def p(self, percent: float) -> float:
         """A latency percentile in milliseconds."""
         return common.percentile(self.latencies_ms, percent)
+
+    def answered(self) -> int:
+        """Calls answered 200."""
+        return len(self.latencies_ms)
+
+    def calls(self) -> int:
+        """Calls made: answered 200, another status, or an exception."""
+        return self.answered() + sum(self.errors.values())
+
+
+@dataclass
+class Delivery:
+    """What the webhook sink received from one Tollgate with webhooks on."""
+
+    calls: int
+    answered: int
+    accepted: int
+    distinct: int
+    drain_seconds: float
+
+    def summary(self) -> str:
+        """One line: events accepted next to the calls, and how long the outbox took to drain."""
+        drained = (
+            f"all in {self.drain_seconds:.1f} s after the last call"
+            if self.accepted >= self.answered
+            else f"{self.answered - self.accepted} missing after waiting {self.drain_seconds:.1f} s"
+        )
+        return (
+            f"webhook events accepted by the sink: {self.accepted} ({self.distinct} distinct event_id) "
+            f"for {self.calls} calls through Tollgate, warm-up included ({self.answered} answered 200); {drained}"
+        )
 
 
 class Tickets:
@@ -81,6 +125,14 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=common.DEFAULT_WORKERS,
         help="gunicorn workers (WEB_CONCURRENCY); default 2, gunicorn.conf.py's default",
+    )
+    hooks = parser.add_mutually_exclusive_group()
+    hooks.add_argument("--webhooks", action="store_true", help="run Tollgate with webhooks on, to a local sink")
+    hooks.add_argument(
+        "--compare-webhooks", action="store_true", help="run Tollgate with webhooks off, then on; one table"
+    )
+    parser.add_argument(
+        "--drain-seconds", type=float, default=10.0, help="longest wait for the webhook outbox to drain (default 10)"
     )
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
@@ -139,14 +191,15 @@ def load(url: str, sessions: list[requests.Session], count: int, max_seconds: fl
     run.seconds = time.monotonic() - released[0] if released else 0.0
 
 
-def measure(target: str, url: str, level: int, count: int, args: argparse.Namespace) -> Run:
-    """Warm up, then measure `count` calls to `url` with `level` clients."""
+def measure(target: str, url: str, level: int, count: int, args: argparse.Namespace) -> tuple[Run, Run]:
+    """Warm up, then measure `count` calls to `url` with `level` clients; return (warm-up, run)."""
     sessions = [requests.Session() for _ in range(level)]
     try:
-        load(url, sessions, args.warmup, args.max_seconds, Run(target, level))
+        warmup = Run(target, level)
+        load(url, sessions, args.warmup, args.max_seconds, warmup)
         run = Run(target, level)
         load(url, sessions, count, args.max_seconds, run)
-        return run
+        return warmup, run
     finally:
         for session in sessions:
             session.close()
@@ -158,11 +211,11 @@ def table(runs: list[Run]) -> str:
         "| target | concurrency | requests | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    direct = {run.concurrency: run for run in runs if run.target == "direct"}
-    for run in runs:
+    direct = {run.concurrency: run for run in runs if run.target == DIRECT}
+    for run in sorted(runs, key=lambda run: run.concurrency):
         added = ["", ""]
         base = direct.get(run.concurrency)
-        if run.target != "direct" and base:
+        if run.target != DIRECT and base:
             added = [f"{run.p(50) - base.p(50):+.2f}", f"{run.p(99) - base.p(99):+.2f}"]
         lines.append(
             f"| {run.target} | {run.concurrency} | {len(run.latencies_ms)} | {run.rate():.0f} "
@@ -171,28 +224,102 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    """Run every level against a fresh fake upstream and Tollgate; return the exit status."""
-    args = parse_args()
-    lifetime = len(args.levels) * 2 * (2 * args.max_seconds + 2 * REQUEST_TIMEOUT) + 120
+def webhooks_difference(runs: list[Run]) -> list[str]:
+    """Per level, Tollgate with webhooks on minus off: requests/s, p50 and p99."""
+    off = {run.concurrency: run for run in runs if run.target == TOLLGATE[False]}
+    lines = []
+    for on in (run for run in runs if run.target == TOLLGATE[True]):
+        base = off.get(on.concurrency)
+        if base:
+            lines.append(
+                f"webhooks on minus off x{on.concurrency}: requests/s {on.rate() - base.rate():+.0f}, "
+                f"p50 {on.p(50) - base.p(50):+.2f} ms, p99 {on.p(99) - base.p(99):+.2f} ms"
+            )
+    return lines
+
+
+def drain(sink: WebhookSink, calls: int, answered: int, seconds: float) -> Delivery:
+    """Wait at most `seconds` until the sink accepted one event per answered call; count them."""
+    started = time.monotonic()
+    events = sink.wait_for(answered, timeout=seconds)
+    waited = time.monotonic() - started
+    distinct = len({event.get("event_id") for event in events})
+    return Delivery(calls=calls, answered=answered, accepted=len(events), distinct=distinct, drain_seconds=waited)
+
+
+def run_levels(
+    server: Server, upstream: common.Upstream, sink: WebhookSink | None, with_direct: bool, args: argparse.Namespace
+) -> tuple[list[Run], Delivery | None]:
+    """Measure every level through `server` (and DIRECT first when `with_direct`); drain the sink."""
+    target = TOLLGATE[sink is not None]
     runs: list[Run] = []
-    with common.fake_upstream(0, lifetime) as upstream:
-        with common.tollgate(upstream, args.workers) as server:
+    through: list[Run] = []
+    for level in args.levels:
+        count = requests_for(level, args.requests)
+        plan = ([(DIRECT, upstream.url)] if with_direct else []) + [(target, server.url)]
+        for name, base in plan:
+            print(f"running {name} x{level}: {count} calls", flush=True)
+            warmup, run = measure(name, f"{base}/chat/completions", level, count, args)
+            runs.append(run)
+            if name == target:
+                through += [warmup, run]
+    if sink is None:
+        return runs, None
+    calls = sum(run.calls() for run in through)
+    answered = sum(run.answered() for run in through)
+    return runs, drain(sink, calls, answered, args.drain_seconds)
+
+
+def run_tollgate(
+    upstream: common.Upstream, webhooks: bool, with_direct: bool, args: argparse.Namespace
+) -> tuple[list[Run], Delivery | None]:
+    """Start the sink (when `webhooks`) and a fresh Tollgate, measure every level, stop both."""
+    sink = WebhookSink() if webhooks else None
+    if sink is not None:
+        sink.start()
+    try:
+        with common.tollgate(upstream, args.workers, sink.url if sink else None) as server:
             pid = server.process.pid
-            print(f"tollgate: {args.workers} workers; RSS at start: {common.format_rss(common.tree_rss(pid))}")
-            for level in args.levels:
-                count = requests_for(level, args.requests)
-                for target, base in (("direct", upstream.url), ("tollgate", server.url)):
-                    print(f"running {target} x{level}: {count} calls", flush=True)
-                    runs.append(measure(target, f"{base}/chat/completions", level, count, args))
+            hooks = f"webhooks on, sink {sink.url}" if sink else "webhooks off"
+            print(f"tollgate: {args.workers} workers, {hooks}; RSS at start: {common.format_rss(common.tree_rss(pid))}")
+            runs, delivery = run_levels(server, upstream, sink, with_direct, args)
             print(f"tollgate RSS after the run: {common.format_rss(common.tree_rss(pid))}")
-            print()
-            print(table(runs))
-            failed = {f"{run.target} x{run.concurrency}": dict(run.errors) for run in runs if run.errors}
-            if failed:
-                print(f"\nfailed calls: {failed}")
+            if delivery is not None:
+                print(delivery.summary())
+            if any(run.errors for run in runs):
                 print("tollgate log (last lines):")
                 print("\n".join(server.log().splitlines()[-LOG_TAIL_LINES:]))
+            return runs, delivery
+    finally:
+        if sink is not None:
+            sink.stop()
+
+
+def upstream_lifetime(args: argparse.Namespace, sides: int) -> float:
+    """Seconds the fake upstream must live: every bounded load, drain and start-up, plus a margin."""
+    load_bound = args.max_seconds + 2 * REQUEST_TIMEOUT
+    loads = len(args.levels) * (1 + sides) * 2
+    return loads * load_bound + sides * (STARTUP_SECONDS + args.drain_seconds) + 120
+
+
+def main() -> int:
+    """Run every level against a fresh fake upstream and Tollgate(s); return the exit status."""
+    args = parse_args()
+    sides = [False, True] if args.compare_webhooks else [args.webhooks]
+    runs: list[Run] = []
+    deliveries: list[Delivery] = []
+    with common.fake_upstream(0, upstream_lifetime(args, len(sides))) as upstream:
+        for index, webhooks in enumerate(sides):
+            side_runs, delivery = run_tollgate(upstream, webhooks, index == 0, args)
+            runs += side_runs
+            deliveries += [delivery] if delivery else []
+    print()
+    print(table(runs))
+    for line in webhooks_difference(runs) + [delivery.summary() for delivery in deliveries]:
+        print(line)
+    failed = {f"{run.target} x{run.concurrency}": dict(run.errors) for run in runs if run.errors}
+    if failed:
+        print(f"\nfailed calls: {failed}")
     return 1 if failed else 0
 
 

@@ -20,8 +20,10 @@ from providers.base import (
     UpstreamError,
     UpstreamHTTPError,
     Usage,
+    openai_usage,
     send,
 )
+from providers.streaming import DONE, Stream, open_stream, sse, sse_events, wants_usage
 
 DEFAULT_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -105,6 +107,32 @@ class AnthropicAdapter:
         call = self.build_request(deployment, body, path)
         data, _ = send(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
         return self.parse_response(deployment, data)
+
+    def stream(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Stream:
+        """Open a Messages stream and translate its events into OpenAI chunks as they arrive."""
+        call = self.build_request(deployment, {**body, "stream": True}, path)
+        response = open_stream(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        translator = self.stream_translator(deployment)
+        stream = Stream((), response.close)
+
+        def events():
+            for event, data in sse_events(response):
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    continue
+                for chunk in translator.feed(event or payload.get("type", ""), payload):
+                    stream.saw(chunk)
+                    yield sse(chunk)
+                if (event or payload.get("type")) == "message_stop":
+                    stream.usage = translator.usage
+                    if wants_usage(body):
+                        yield sse(translator.usage_chunk())
+                    yield DONE
+                    return
+
+        stream._events = events()
+        return stream
 
     def stream_translator(self, deployment) -> AnthropicStreamTranslator:
         """A fresh translator for one streamed answer of `deployment`."""
@@ -286,16 +314,6 @@ def usage_from_anthropic(usage: Any) -> Usage:
         cached_tokens=cache_read,
         cache_creation_tokens=cache_write,
     )
-
-
-def openai_usage(usage: Usage) -> dict:
-    """The OpenAI `usage` object of a normalized `Usage`."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
 
 
 def _finish(stop_reason: Any) -> str:

@@ -134,7 +134,7 @@ def send(session: requests.Session, call: HttpCall, timeout: float, label: str) 
         raise UpstreamUnavailable(f"Upstream {label} is unreachable ({reason})") from None
     raw = response.content
     if response.status_code >= 400:
-        message, error_type = _error_details(raw)
+        message, error_type = error_details(raw)
         text = f"Upstream {label} returned HTTP {response.status_code}: {message}"
         if response.status_code < 500:
             text = message
@@ -148,7 +148,7 @@ def send(session: requests.Session, call: HttpCall, timeout: float, label: str) 
     return data, raw
 
 
-def _error_details(raw: bytes) -> tuple[str, str | None]:
+def error_details(raw: bytes) -> tuple[str, str | None]:
     """The message and type of an upstream error body, whatever shape it has."""
     try:
         data: Any = json.loads(raw)
@@ -177,6 +177,16 @@ def usage_from_openai(data: dict) -> Usage:
         if isinstance(completion_details, dict)
         else 0,
     )
+
+
+def openai_usage(usage: Usage) -> dict:
+    """The OpenAI `usage` object of a normalized `Usage`."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
 
 
 def _count(value: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from providers.base import HttpCall, Reply, SessionPool, send, usage_from_openai
+from providers.streaming import Stream, open_stream, openai_stream, wants_usage
 
 
 class OpenAIAdapter:
@@ -36,6 +37,14 @@ class OpenAIAdapter:
         call = self.build_request(deployment, body, path)
         data, raw = send(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
         return self.parse_response(deployment, data, raw)
+
+    def stream(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Stream:
+        """Open the upstream stream, asking for usage so the call can be charged exactly."""
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        payload = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
+        call = self.build_request(deployment, payload, path)
+        response = open_stream(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        return openai_stream(response, wants_usage(body))
 
 
 class OllamaAdapter(OpenAIAdapter):

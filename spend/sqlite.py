@@ -29,6 +29,8 @@ from spend.store import (
     AdmissionRequest,
     CallRecord,
     Customer,
+    IdempotencyClaim,
+    Replay,
     Settlement,
     SpendLogFilter,
     SpendLogRow,
@@ -37,6 +39,7 @@ from spend.store import (
 from webhooks import events as webhook_events
 
 BUSY_TIMEOUT_SECONDS = 30.0
+IDEMPOTENCY_SECONDS = 24 * 3600.0
 
 
 def sqlite_path(database_url: str) -> str:
@@ -188,12 +191,34 @@ class SQLiteStore(CustomerAdmin, Outbox):
                 if settlement.notify is not None and record.priced:
                     events = webhook_events.for_charge(settlement.notify, customer, record.cost_units, spend[""], now)
                     add_events(connection, events, now)
+            if settlement.idempotency is not None:
+                _finish_idempotency(connection, settlement, record)
             if settlement.rate_tracked:
                 connection.execute(
                     "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
                     (record.usage.total_tokens, record.request_id),
                 )
             _insert_spend_log(connection, record)
+
+    def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
+        with self._write() as connection:
+            connection.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND expires_at <= ?",
+                (claim.customer, claim.key, now),
+            )
+            inserted = connection.execute(
+                "INSERT INTO idempotency_keys (customer_id, idempotency_key, request_id, state, expires_at, "
+                "created_at) VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT DO NOTHING",
+                (claim.customer, claim.key, request_id, now + hold, now),
+            )
+            if inserted.rowcount == 1:
+                return None
+            row = connection.execute(
+                "SELECT request_id, response, content_type, cost_units, state FROM idempotency_keys "
+                "WHERE customer_id = ? AND idempotency_key = ?",
+                (claim.customer, claim.key),
+            ).fetchone()
+            return Replay(row[0], row[1], row[2], row[3], in_flight=row[4] == "in_flight")
 
     def spend_logs(
         self, customer_id: str | None = None, limit: int = 1000, *, where: SpendLogFilter | None = None, offset: int = 0
@@ -220,7 +245,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
 _LOG_COLUMNS = (
     "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
     "cached_tokens, cache_creation_tokens, reasoning_tokens, cost_units, priced, estimated, status, error, "
-    "latency_ms, started_at, created_at"
+    "latency_ms, started_at, created_at, attempts"
 )
 
 
@@ -239,6 +264,30 @@ def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:
         conditions.append("created_at < ?")
         params.append(where.until)
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), tuple(params)
+
+
+def _finish_idempotency(connection: sqlite3.Connection, settlement: Settlement, record: CallRecord) -> None:
+    """A served call keeps its key (and answer) for 24 h; a failed one frees it for the retry."""
+    claim = settlement.idempotency
+    if record.status != "success":
+        connection.execute(
+            "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
+            (claim.customer, claim.key, record.request_id),
+        )
+        return
+    connection.execute(
+        "UPDATE idempotency_keys SET state = 'done', response = ?, content_type = ?, cost_units = ?, expires_at = ? "
+        "WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
+        (
+            settlement.response,
+            settlement.content_type,
+            record.cost_units,
+            record.ended_at + IDEMPOTENCY_SECONDS,
+            claim.customer,
+            claim.key,
+            record.request_id,
+        ),
+    )
 
 
 def _log_row(row: tuple) -> SpendLogRow:
@@ -344,8 +393,8 @@ def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord) -> Non
     connection.execute(
         "INSERT INTO spend_logs (request_id, customer_id, model_group, provider_model, deployment_id, "
         "prompt_tokens, completion_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, "
-        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at, attempts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.request_id,
             record.customer_id,
@@ -365,5 +414,6 @@ def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord) -> Non
             record.latency_ms,
             iso_timestamp(record.started_at),
             iso_timestamp(record.ended_at),
+            record.attempts,
         ),
     )

@@ -41,6 +41,7 @@ class CallRecord:
     priced: bool = True
     estimated: bool = False
     error: str | None = None
+    attempts: int = 1
 
     @property
     def latency_ms(self) -> int:
@@ -109,6 +110,7 @@ class SpendLogRow:
     latency_ms: int
     started_at: str
     created_at: str
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,28 @@ class Settlement:
     reserved: bool = False
     rate_tracked: bool = False
     notify: Notify | None = None  # the webhook events this call may raise, when webhooks are on
+    idempotency: IdempotencyClaim | None = None  # the key this call holds, finished with it
+    response: bytes | None = None  # the answer kept for replays of that key
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A call holding an `Idempotency-Key`: (customer or "", key)."""
+
+    customer: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    """An earlier call with the same key and customer: its answer (None while it is in flight)."""
+
+    request_id: str
+    response: bytes | None
+    content_type: str | None
+    cost_units: int | None
+    in_flight: bool
 
 
 # A call with no budget or rate limit: its cost goes to the customer's lifetime spend.
@@ -208,6 +232,9 @@ class SpendStore(Protocol):
 
     def count_spend_logs(self, where: SpendLogFilter) -> int:
         """How many rows match."""
+
+    def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
+        """Take the key for this call (None), or return the call that holds or used it in the last 24 h."""
 
     # webhook outbox
     def claim_events(self, now: float, lease_seconds: float, limit: int) -> list[OutboxEvent]:
