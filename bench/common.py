@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ MASTER_KEY = "sk-bench-master-key"
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 DEFAULT_WORKERS = 2  # gunicorn.conf.py's default when WEB_CONCURRENCY is unset
 UPSTREAM_START_TIMEOUT = 10.0
+SINK_ANSWER_TIMEOUT = 10.0
 
 
 @dataclass
@@ -53,6 +55,53 @@ def general_settings(webhooks: bool) -> dict:
     settings: dict = {"alerting": ["webhook"]} if webhooks else {}
     settings["master_key"] = "os.environ/LITELLM_MASTER_KEY"
     return settings
+
+
+@dataclass
+class Sink:
+    """A running webhook sink process (`bench/sink.py`) and the URL it receives events on."""
+
+    url: str
+    process: subprocess.Popen
+
+    def counts(self) -> tuple[int, int]:
+        """(events accepted, distinct event_ids among them) so far."""
+        self.process.stdin.write("count\n")
+        self.process.stdin.flush()
+        accepted, distinct = read_line(self.process, SINK_ANSWER_TIMEOUT).split()
+        return int(accepted), int(distinct)
+
+    def wait_for(self, count: int, timeout: float) -> tuple[int, int]:
+        """The counts once at least `count` events were accepted, or when `timeout` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while (found := self.counts())[0] < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return found
+
+
+def read_line(process: subprocess.Popen, timeout: float) -> str:
+    """One line of `process`'s stdout, waiting at most `timeout` seconds for it."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if ready else ""
+    if not line:
+        raise RuntimeError(f"webhook sink gave no answer within {timeout}s (exit code {process.poll()})")
+    return line.strip()
+
+
+@contextmanager
+def webhook_sink(seconds: float) -> Iterator[Sink]:
+    """Run `tests/webhook_sink.py`'s WebhookSink in its own process (`bench/sink.py`); stop it by pid."""
+    command = [sys.executable, "-m", "bench.sink", "--seconds", str(seconds)]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        yield Sink(url=read_line(process, SINK_ANSWER_TIMEOUT), process=process)
+    finally:
+        with suppress(OSError):
+            process.stdin.close()
+        stop_pid(process)
+        process.stdout.close()
 
 
 def write_config(directory: Path, upstream_url: str, webhooks: bool = False) -> Path:

@@ -7,11 +7,12 @@ of requests/s and p50/p99 latency with the difference (through minus direct), th
 (VmRSS) of the gunicorn master and its workers.
 
 With `--webhooks`, Tollgate runs with webhooks on (`alerting: ["webhook"]`, `WEBHOOK_URL` at a
-local sink, `tests/webhook_sink.py`, in this process on 127.0.0.1): every call carries a `user`,
-so every call writes a `spend_tracked` event. After the run it prints how many events the sink
-accepted next to the calls made through Tollgate (warm-up included), waiting at most
-`--drain-seconds` for the outbox to drain. `--compare-webhooks` measures DIRECT once, then a
-fresh Tollgate with webhooks off, then another with webhooks on, and prints one table.
+local sink on 127.0.0.1: `tests/webhook_sink.py` in its own process, `bench/sink.py`, so its work
+stays off the load generator's GIL). Every call carries a `user`, so every call writes a
+`spend_tracked` event. After the run it prints how many events the sink accepted next to the
+calls made through Tollgate (warm-up included), waiting at most `--drain-seconds` for the outbox
+to drain. `--compare-webhooks` measures DIRECT once, then a fresh Tollgate with webhooks off,
+then another with webhooks on, and prints one table.
 
     python -m bench.overhead [--concurrency 1,32] [--requests N] [--workers 2]
     python -m bench.overhead --webhooks | --compare-webhooks [--drain-seconds 10]
@@ -24,6 +25,7 @@ import collections
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import (
     dataclass,
     field,
@@ -33,7 +35,6 @@ import requests
 
 from bench import common
 from tests.servers import Server
-from tests.webhook_sink import WebhookSink
 
 REQUEST_TIMEOUT = 30.0
 USERS = 100
@@ -238,17 +239,16 @@ def webhooks_difference(runs: list[Run]) -> list[str]:
     return lines
 
 
-def drain(sink: WebhookSink, calls: int, answered: int, seconds: float) -> Delivery:
+def drain(sink: common.Sink, calls: int, answered: int, seconds: float) -> Delivery:
     """Wait at most `seconds` until the sink accepted one event per answered call; count them."""
     started = time.monotonic()
-    events = sink.wait_for(answered, timeout=seconds)
+    accepted, distinct = sink.wait_for(answered, seconds)
     waited = time.monotonic() - started
-    distinct = len({event.get("event_id") for event in events})
-    return Delivery(calls=calls, answered=answered, accepted=len(events), distinct=distinct, drain_seconds=waited)
+    return Delivery(calls=calls, answered=answered, accepted=accepted, distinct=distinct, drain_seconds=waited)
 
 
 def run_levels(
-    server: Server, upstream: common.Upstream, sink: WebhookSink | None, with_direct: bool, args: argparse.Namespace
+    server: Server, upstream: common.Upstream, sink: common.Sink | None, with_direct: bool, args: argparse.Namespace
 ) -> tuple[list[Run], Delivery | None]:
     """Measure every level through `server` (and DIRECT first when `with_direct`); drain the sink."""
     target = TOLLGATE[sink is not None]
@@ -263,6 +263,9 @@ def run_levels(
             runs.append(run)
             if name == target:
                 through += [warmup, run]
+        if sink is not None:
+            answered = sum(run.answered() for run in through)
+            print(f"  events accepted at the end of x{level}: {sink.counts()[0]} of {answered}", flush=True)
     if sink is None:
         return runs, None
     calls = sum(run.calls() for run in through)
@@ -273,26 +276,21 @@ def run_levels(
 def run_tollgate(
     upstream: common.Upstream, webhooks: bool, with_direct: bool, args: argparse.Namespace
 ) -> tuple[list[Run], Delivery | None]:
-    """Start the sink (when `webhooks`) and a fresh Tollgate, measure every level, stop both."""
-    sink = WebhookSink() if webhooks else None
-    if sink is not None:
-        sink.start()
-    try:
-        with common.tollgate(upstream, args.workers, sink.url if sink else None) as server:
-            pid = server.process.pid
-            hooks = f"webhooks on, sink {sink.url}" if sink else "webhooks off"
-            print(f"tollgate: {args.workers} workers, {hooks}; RSS at start: {common.format_rss(common.tree_rss(pid))}")
-            runs, delivery = run_levels(server, upstream, sink, with_direct, args)
-            print(f"tollgate RSS after the run: {common.format_rss(common.tree_rss(pid))}")
-            if delivery is not None:
-                print(delivery.summary())
-            if any(run.errors for run in runs):
-                print("tollgate log (last lines):")
-                print("\n".join(server.log().splitlines()[-LOG_TAIL_LINES:]))
-            return runs, delivery
-    finally:
-        if sink is not None:
-            sink.stop()
+    """Start a fresh Tollgate (after its webhook sink when `webhooks`), measure every level, stop both."""
+    with ExitStack() as stack:
+        sink = stack.enter_context(common.webhook_sink(args.lifetime)) if webhooks else None
+        server = stack.enter_context(common.tollgate(upstream, args.workers, sink.url if sink else None))
+        pid = server.process.pid
+        hooks = f"webhooks on, sink {sink.url} (pid {sink.process.pid})" if sink else "webhooks off"
+        print(f"tollgate: {args.workers} workers, {hooks}; RSS at start: {common.format_rss(common.tree_rss(pid))}")
+        runs, delivery = run_levels(server, upstream, sink, with_direct, args)
+        print(f"tollgate RSS after the run: {common.format_rss(common.tree_rss(pid))}")
+        if delivery is not None:
+            print(delivery.summary())
+        if any(run.errors for run in runs):
+            print("tollgate log (last lines):")
+            print("\n".join(server.log().splitlines()[-LOG_TAIL_LINES:]))
+        return runs, delivery
 
 
 def upstream_lifetime(args: argparse.Namespace, sides: int) -> float:
@@ -306,9 +304,10 @@ def main() -> int:
     """Run every level against a fresh fake upstream and Tollgate(s); return the exit status."""
     args = parse_args()
     sides = [False, True] if args.compare_webhooks else [args.webhooks]
+    args.lifetime = upstream_lifetime(args, len(sides))
     runs: list[Run] = []
     deliveries: list[Delivery] = []
-    with common.fake_upstream(0, upstream_lifetime(args, len(sides))) as upstream:
+    with common.fake_upstream(0, args.lifetime) as upstream:
         for index, webhooks in enumerate(sides):
             side_runs, delivery = run_tollgate(upstream, webhooks, index == 0, args)
             runs += side_runs

@@ -1,23 +1,41 @@
-"""Which deployment serves a call: model groups by public name, weighted by `rpm` when given."""
+"""Which deployments serve a call, in which order: model groups by public name, `rpm` weights,
+region filtering, and a short cooldown for a deployment that keeps failing.
+
+A call tries `candidates()[0]` first and, on a retryable failure, the next one (cycling when the
+group is smaller than the retries allow). Failure counts and cooldowns live in each worker
+process: a worker that saw a deployment fail three times in a row skips it for five seconds,
+unless every deployment of the group is cooling down.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 from config import Deployment
 from errors import BadRequest
 
+ALLOWED_FAILS = 3
+COOLDOWN_SECONDS = 5.0
+
 
 class Router:
-    def __init__(self, deployments: Iterable[Deployment], rng: random.Random | None = None):
+    def __init__(
+        self,
+        deployments: Iterable[Deployment],
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._groups: dict[str, list[Deployment]] = {}
         for deployment in deployments:
             self._groups.setdefault(deployment.model_name, []).append(deployment)
-        self._weights = {
-            name: [deployment.rpm or 1 for deployment in members] for name, members in self._groups.items()
-        }
         self._rng = rng or random.Random()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._cooling_until: dict[str, float] = {}
 
     def model_names(self) -> list[str]:
         return list(self._groups)
@@ -35,19 +53,43 @@ class Router:
             )
         return members
 
-    def pick(self, model: str, region: str | None = None) -> Deployment:
-        """One deployment of the group (in `region` when given), at random in proportion to `rpm`."""
+    def candidates(self, model: object, region: str | None = None) -> list[Deployment]:
+        """The group's deployments in the order to try them: weighted by `rpm`, cooling ones last."""
         members = self.group(model)
-        weights = self._weights[model]
         if region is not None:
-            chosen = [(d, w) for d, w in zip(members, weights, strict=True) if d.region_name == region]
-            if not chosen:
+            members = [d for d in members if d.region_name == region]
+            if not members:
                 raise BadRequest(
                     f"No deployment of model '{model}' is in region '{region}', the only region this customer "
                     "may use (allowed_model_region)",
                     param="model",
                 )
-            members, weights = [d for d, _ in chosen], [w for _, w in chosen]
-        if len(members) == 1:
-            return members[0]
-        return self._rng.choices(members, weights=weights)[0]
+        now = self._clock()
+        ready = [d for d in members if self._cooling_until.get(d.id, 0.0) <= now]
+        cooling = [d for d in members if d not in ready]
+        return self._weighted_order(ready) + self._weighted_order(cooling)
+
+    def pick(self, model: object, region: str | None = None) -> Deployment:
+        """The deployment to try first."""
+        return self.candidates(model, region)[0]
+
+    def _weighted_order(self, members: list[Deployment]) -> list[Deployment]:
+        remaining, order = list(members), []
+        while remaining:
+            chosen = self._rng.choices(remaining, weights=[d.rpm or 1 for d in remaining])[0]
+            order.append(chosen)
+            remaining.remove(chosen)
+        return order
+
+    def failed(self, deployment: Deployment) -> None:
+        with self._lock:
+            count = self._failures.get(deployment.id, 0) + 1
+            if count >= ALLOWED_FAILS:
+                self._cooling_until[deployment.id] = self._clock() + COOLDOWN_SECONDS
+                count = 0
+            self._failures[deployment.id] = count
+
+    def succeeded(self, deployment: Deployment) -> None:
+        if self._failures.get(deployment.id):
+            with self._lock:
+                self._failures[deployment.id] = 0

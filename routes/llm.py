@@ -1,26 +1,26 @@
-"""The LLM routes: chat completions and the model list.
+"""The LLM routes: chat completions (streaming or not), embeddings and the model list.
 
-A call walks straight through: resolve the customer → pick a deployment → call the upstream
-through its adapter → price the usage → record spend and the spend-log row in one transaction →
-answer with the upstream's body and Tollgate's headers.
+Each route reads and checks the body, then hands the call to `calls`: `begin` (customer,
+enforcement, deployments, Idempotency-Key, budget reservation), `complete` or `open_stream`
+(upstream with retries), and settlement. Here the answer is shaped: the upstream's JSON with
+Tollgate's headers, or server-sent events relayed chunk by chunk as they arrive.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
+import requests
 from flask import Blueprint, Response, g, jsonify, request
 
+import calls
 import gateway as gateway_state
-from errors import AuthError, BadRequest, Forbidden
-from providers import PROVIDERS
-from providers.base import Reply, UpstreamError, Usage
+from errors import BadRequest, ProxyError
+from providers.base import UpstreamError
+from providers.streaming import sse
 from routes import json_body
-from spend import admission
-from spend.attribution import resolve_customer_id
 from spend.pricing import usd_text
-from spend.store import CallRecord
+from spend.store import Replay
 
 blueprint = Blueprint("llm", __name__)
 log = logging.getLogger("tollgate.calls")
@@ -31,6 +31,9 @@ CHAT_PATHS = (
     "/openai/deployments/<path:model>/chat/completions",
     "/engines/<path:model>/chat/completions",
 )
+EMBEDDING_PATHS = ("/embeddings", "/v1/embeddings", "/openai/deployments/<path:model>/embeddings")
+# Streams longer than this are not kept for Idempotency-Key replays (the key is released instead).
+MAX_REPLAY_BYTES = 1024 * 1024
 
 
 def chat_completions(model: str | None = None):
@@ -39,13 +42,25 @@ def chat_completions(model: str | None = None):
         body["model"] = model
     if not isinstance(body.get("messages"), list):
         raise BadRequest("`messages` must be a list of chat messages", param="messages")
-    if body.get("stream"):
-        raise BadRequest("Streaming is not supported yet: send the call without `stream: true`", param="stream")
-    return relay(body, "chat/completions")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("`stream` must be true or false", param="stream")
+    return _serve(body, "chat/completions", stream=bool(body.get("stream")))
+
+
+def embeddings(model: str | None = None):
+    body = json_body()
+    if model is not None:
+        body["model"] = model
+    given = body.get("input")
+    if not isinstance(given, str | list) or not given:
+        raise BadRequest("`input` must be a string or a non-empty list", param="input")
+    return _serve(body, "embeddings", stream=False)
 
 
 for _path in CHAT_PATHS:
     blueprint.add_url_rule(_path, view_func=chat_completions, methods=["POST"])
+for _path in EMBEDDING_PATHS:
+    blueprint.add_url_rule(_path, view_func=embeddings, methods=["POST"])
 
 
 @blueprint.get("/models")
@@ -53,115 +68,73 @@ for _path in CHAT_PATHS:
 def models():
     gw = gateway_state.current()
     data = [
-        {
-            "id": name,
-            "object": "model",
-            "created": int(gw.started_at),
-            "owned_by": gw.router.group(name)[0].provider,
-        }
+        {"id": name, "object": "model", "created": int(gw.started_at), "owned_by": gw.router.group(name)[0].provider}
         for name in gw.router.model_names()
     ]
     return jsonify({"object": "list", "data": data})
 
 
-def relay(body: dict, path: str) -> Response:
-    """Serve one non-streaming call: admit it, relay it, charge it."""
+def _serve(body: dict, path: str, *, stream: bool) -> Response:
     gw = gateway_state.current()
-    settings = gw.config.settings
-    request_id = g.request_id
-    customer_id = resolve_customer_id(request.headers, body)
-    if customer_id is None and settings.enforce_user_param:
-        raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
-    customer = gw.store.get_customer(customer_id) if customer_id else None
-    model = admission.gate(customer_id, customer, body.get("model"))
-    deployment = gw.router.pick(model, customer.allowed_model_region if customer else None)
-    pricer = gw.pricers[deployment.id]
-    if not pricer.priced and settings.block_requests_for_models_without_pricing:
-        raise Forbidden(
-            f"Model '{deployment.model_name}' has no pricing, so Tollgate cannot price the request. "
-            "Set input_cost_per_token/output_cost_per_token for it in config.yaml.",
-            type="model_cost_map_missing",
-            param="model",
-        )
-    admitted = admission.Admitted()
-    if customer_id is not None:
-        admitted = admission.admit(
-            gw.store,
-            request_id=request_id,
-            customer_id=customer_id,
-            budget=admission.applicable_budget(gw.store, customer, settings.max_end_user_budget_id),
-            deployment=deployment,
-            pricer=pricer,
-            body=body,
-            strict=settings.budget_enforcement == "strict",
-            exceeded_status=settings.budget_exceeded_status_code,
-            now=gw.clock(),
-            notify=gw.notify(g.get("key_hash")),
-        )
-    if admitted.max_tokens is not None:
-        body[_output_key(body)] = admitted.max_tokens
-
-    def record(usage: Usage, cost_units: int, **outcome) -> CallRecord:
-        return CallRecord(
-            request_id=request_id,
-            customer_id=customer_id,
-            model_group=deployment.model_name,
-            provider_model=f"{deployment.provider}/{deployment.model}",
-            deployment_id=deployment.id,
-            usage=usage,
-            cost_units=cost_units,
-            started_at=started,
-            ended_at=gw.clock(),
-            priced=pricer.priced,
-            **outcome,
-        )
-
-    started = gw.clock()
-    try:
-        reply = PROVIDERS[deployment.provider].adapter.complete(gw.http, deployment, body, path)
-    except BaseException as exc:
-        message = exc.message if isinstance(exc, UpstreamError) else f"{type(exc).__name__} in Tollgate"
-        failed = record(Usage(), 0, status="failure", error=message)
-        gw.store.record_call(failed, admitted.settlement)
-        _log_call(failed, exc.client_status if isinstance(exc, UpstreamError) else 500)
-        raise
-    charged = record(reply.usage, pricer.cost(reply.usage))
-    gw.store.record_call(charged, admitted.settlement)
-    if admitted.settlement.notify is not None:
-        gw.dispatcher.wake()
-    _log_call(charged, 200)
-    return _reply_response(reply, charged, deployment.region_name)
+    call = calls.begin(gw, body, request.headers, path, g.request_id, g.get("key_hash"))
+    if isinstance(call, Replay):
+        return _replay(call)
+    if stream:
+        return _stream_response(call, calls.open_stream(call))
+    reply, record = calls.complete(call)
+    response = Response(reply.raw, status=200, mimetype="application/json")
+    return _with_headers(response, record.request_id, call, usd_text(record.cost_units))
 
 
-def _output_key(body: dict) -> str:
-    return "max_completion_tokens" if "max_completion_tokens" in body and "max_tokens" not in body else "max_tokens"
-
-
-def _reply_response(reply: Reply, record: CallRecord, region: str | None) -> Response:
-    payload = reply.raw if reply.raw is not None else json.dumps(reply.body, separators=(",", ":")).encode()
-    response = Response(payload, status=200, mimetype="application/json")
-    response.headers["x-litellm-call-id"] = record.request_id
-    response.headers["x-litellm-response-cost"] = usd_text(record.cost_units)
-    response.headers["x-litellm-model-id"] = record.deployment_id
-    if region:
-        response.headers["x-litellm-model-region"] = region
+def _with_headers(response: Response, request_id: str, call: calls.Call, cost: str | None) -> Response:
+    response.headers["x-litellm-call-id"] = request_id
+    response.headers["x-litellm-model-id"] = call.served.id
+    if cost is not None:
+        response.headers["x-litellm-response-cost"] = cost
+    if call.served.region_name:
+        response.headers["x-litellm-model-region"] = call.served.region_name
     return response
 
 
-def _log_call(record: CallRecord, status: int) -> None:
-    """The one log line per call: never a key, a header or a prompt."""
-    usage = record.usage
-    log.info(
-        "call request_id=%s customer=%s model=%s deployment=%s status=%s prompt_tokens=%d completion_tokens=%d "
-        "cost=%s latency_ms=%d%s",
-        record.request_id,
-        json.dumps(record.customer_id, ensure_ascii=False),
-        record.model_group,
-        record.deployment_id,
-        status,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usd_text(record.cost_units),
-        record.latency_ms,
-        "" if record.priced or status != 200 else " failed_tracking_spend=unpriced_model",
-    )
+def _stream_response(call: calls.Call, stream) -> Response:
+    """Relay the stream as it comes; settle it in `finally`, whether it ended, broke or was left."""
+    keep = call.admitted.settlement.idempotency is not None
+
+    def generate():
+        transcript, size, error = [], 0, None
+        try:
+            for event in stream:
+                if keep and size <= MAX_REPLAY_BYTES:
+                    transcript.append(event)
+                    size += len(event)
+                yield event
+        except (requests.RequestException, UpstreamError) as exc:
+            error = f"stream cut by the upstream ({type(exc).__name__})"
+            status = exc.client_status if isinstance(exc, UpstreamError) else 502
+            yield sse({"error": {"message": error, "type": "upstream_error", "param": None, "code": str(status)}})
+        finally:
+            stream.close()
+            replay = b"".join(transcript) if keep and size <= MAX_REPLAY_BYTES else None
+            calls.finish_stream(call, stream, replay, error)
+
+    response = Response(generate(), status=200, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return _with_headers(response, call.request_id, call, None)
+
+
+def _replay(earlier: Replay) -> Response:
+    """The answer of the first call with this Idempotency-Key and customer, charged nothing again."""
+    if earlier.in_flight:
+        raise ProxyError(
+            "A request with this Idempotency-Key is still in progress; retry when it has finished",
+            status=409,
+            type="idempotency_conflict",
+            param="Idempotency-Key",
+        )
+    response = Response(earlier.response, status=200, content_type=earlier.content_type)
+    response.headers["x-litellm-call-id"] = earlier.request_id
+    response.headers["x-litellm-response-cost"] = usd_text(earlier.cost_units or 0)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+

@@ -200,6 +200,13 @@ class SQLiteStore(CustomerAdmin, Outbox):
                 )
             _insert_spend_log(connection, record)
 
+    def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
+        with self._write() as connection:
+            connection.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
+                (claim.customer, claim.key, request_id),
+            )
+
     def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
         with self._write() as connection:
             connection.execute(
@@ -267,9 +274,9 @@ def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:
 
 
 def _finish_idempotency(connection: sqlite3.Connection, settlement: Settlement, record: CallRecord) -> None:
-    """A served call keeps its key (and answer) for 24 h; a failed one frees it for the retry."""
+    """A served call keeps its key (and answer) for 24 h; a failed or unreplayable one frees it."""
     claim = settlement.idempotency
-    if record.status != "success":
+    if record.status != "success" or settlement.response is None:
         connection.execute(
             "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
             (claim.customer, claim.key, record.request_id),

@@ -236,6 +236,9 @@ class SpendStore(Protocol):
     def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
         """Take the key for this call (None), or return the call that holds or used it in the last 24 h."""
 
+    def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
+        """Free a key this call took but will not use (the call was refused before any upstream)."""
+
     # webhook outbox
     def claim_events(self, now: float, lease_seconds: float, limit: int) -> list[OutboxEvent]:
         """Lease due pending events, oldest first, so no other worker posts them meanwhile."""

@@ -28,6 +28,10 @@ class Behaviour:
     prompt_tokens: int = 20
     completion_tokens: int = 20
     status: int = 200
+    chunks: int = 5  # content chunks of a streamed answer
+    chunk_delay_ms: int = 0
+    hold_after_first: threading.Event | None = None  # a stream waits for this after its first chunk
+    cut_after: int | None = None  # a stream drops the connection after this many chunks
 
 
 class FakeUpstream:
@@ -92,6 +96,10 @@ class FakeUpstream:
                 method, path, headers = _parse_head(head)
                 length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
+                if method == "POST" and b'"stream": true' in body.replace(b'"stream":true', b'"stream": true'):
+                    if not await self._stream(writer, json.loads(body)):
+                        return
+                    continue
                 status, payload = await self._respond(method, path, body)
                 writer.write(
                     f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
@@ -103,6 +111,30 @@ class FakeUpstream:
             pass
         finally:
             writer.close()
+
+    async def _stream(self, writer: asyncio.StreamWriter, request: dict) -> bool:
+        """An SSE answer in HTTP chunks, paced by the behaviour; False when it cut the connection."""
+        behaviour = self.behaviour
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        self.calls += 1
+        if behaviour.status != 200:
+            error = json.dumps({"error": {"message": "fake upstream failure", "type": "server_error"}}).encode()
+            writer.write(f"HTTP/1.1 {behaviour.status} X\r\nContent-Length: {len(error)}\r\n\r\n".encode() + error)
+            await writer.drain()
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for index, event in enumerate(_stream_events(request, behaviour)):
+            if behaviour.cut_after is not None and index >= behaviour.cut_after:
+                writer.close()
+                return False
+            await _send_chunk(writer, event)
+            if index == 0 and behaviour.hold_after_first is not None:
+                await asyncio.get_running_loop().run_in_executor(None, behaviour.hold_after_first.wait, 10)
+            elif behaviour.chunk_delay_ms:
+                await asyncio.sleep(behaviour.chunk_delay_ms / 1000)
+        await _send_chunk(writer, b"")
+        return True
 
     async def _respond(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if method == "GET" and path == "/stats":
@@ -116,6 +148,11 @@ class FakeUpstream:
             return behaviour.status, json.dumps(error).encode()
         request = json.loads(body or b"{}")
         return 200, json.dumps(_answer(path, request, behaviour)).encode()
+
+
+async def _send_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    await writer.drain()
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict]:
@@ -154,6 +191,19 @@ def _answer(path: str, request: dict, behaviour: Behaviour) -> dict:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "fake reply"}, "finish_reason": "stop"}],
         "usage": usage,
     }
+
+
+def _stream_events(request: dict, behaviour: Behaviour) -> list[bytes]:
+    """role chunk, content chunks, finish chunk, the usage chunk when asked for, [DONE]."""
+    answer = _answer("/chat/completions", request, behaviour)
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": answer["created"],
+            "model": request.get("model")}  # fmt: skip
+    pieces = [{"role": "assistant", "content": ""}] + [{"content": f"word{n} "} for n in range(behaviour.chunks)]
+    chunks = [{**base, "choices": [{"index": 0, "delta": piece, "finish_reason": None}]} for piece in pieces]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if (request.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": answer["usage"]})
+    return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
 
 
 def main() -> None:

@@ -194,8 +194,8 @@ def test_customer_info_without_id_is_400(client):
     assert_openai_error(client.get("/customer/info", headers=AUTH), 400, "invalid_request_error", "end_user_id")
 
 
-def test_stream_request_is_refused_clearly(client, baseline):
-    body = chat_body(user=STEADY, model="mock-model", stream=True)
+def test_stream_flag_that_is_not_a_boolean_is_400(client, baseline):
+    body = chat_body(user=STEADY, model="mock-model", stream="yes")
     assert_openai_error(
         client.post("/chat/completions", json=body, headers=AUTH), 400, "invalid_request_error", "stream"
     )

@@ -1,0 +1,225 @@
+"""One LLM call, from admission to settlement (SPEC §4, §7, §8).
+
+begin()       resolve the customer; refuse a blocked one, a model outside its allowlist or
+              region; order the deployments; take the Idempotency-Key; reserve the budget.
+              Nothing has reached an upstream yet.
+complete()    try the deployments in order: connection errors, timeouts, 429 and 5xx are
+open_stream() retried on the next deployment, up to `num_retries` (never once a stream has
+              sent its first byte to the client).
+settle()      charge the serving deployment's price for the usage, once, with the spend-log
+              row, the reservation's release and the webhook events, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+
+from config import Deployment
+from errors import AuthError, BadRequest, Forbidden
+from gateway import Gateway
+from providers import PROVIDERS, tokens
+from providers.base import Reply, UpstreamError, UpstreamHTTPError, Usage
+from providers.streaming import Stream
+from spend import admission
+from spend.attribution import resolve_customer_id
+from spend.pricing import usd_text
+from spend.store import CallRecord, IdempotencyClaim, Replay
+
+log = logging.getLogger("tollgate.calls")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass
+class Call:
+    gw: Gateway
+    request_id: str
+    customer_id: str | None
+    body: dict
+    path: str
+    candidates: list[Deployment]
+    admitted: admission.Admitted
+    started: float
+    served: Deployment | None = None
+    attempts: int = 0
+
+
+def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: str | None) -> Call | Replay:
+    """Everything before the upstream; a `Replay` when the Idempotency-Key was used already."""
+    settings = gw.config.settings
+    customer_id = resolve_customer_id(headers, body)
+    if customer_id is None and settings.enforce_user_param:
+        raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
+    customer = gw.store.get_customer(customer_id) if customer_id else None
+    model = admission.gate(customer_id, customer, body.get("model"))
+    body["model"] = model
+    candidates = gw.router.candidates(model, customer.allowed_model_region if customer else None)
+    pricer = gw.pricers[candidates[0].id]
+    if not pricer.priced and settings.block_requests_for_models_without_pricing:
+        raise Forbidden(
+            f"Model '{model}' has no pricing, so Tollgate cannot price the request. "
+            "Set input_cost_per_token/output_cost_per_token for it in config.yaml.",
+            type="model_cost_map_missing",
+            param="model",
+        )
+    claim = _idempotency_claim(headers, customer_id)
+    now = gw.clock()
+    if claim is not None:
+        earlier = gw.store.claim_idempotency(claim, request_id, now, hold=candidates[0].timeout + 60)
+        if earlier is not None:
+            return earlier
+    try:
+        admitted = admission.Admitted()
+        if customer_id is not None:
+            admitted = admission.admit(
+                gw.store,
+                request_id=request_id,
+                customer_id=customer_id,
+                budget=admission.applicable_budget(gw.store, customer, settings.max_end_user_budget_id),
+                deployment=candidates[0],
+                pricer=pricer,
+                body=body,
+                strict=settings.budget_enforcement == "strict",
+                exceeded_status=settings.budget_exceeded_status_code,
+                now=now,
+                notify=gw.notify(token),
+            )
+    except BaseException:
+        if claim is not None:
+            gw.store.drop_idempotency(claim, request_id)
+        raise
+    if admitted.max_tokens is not None:
+        body[_output_key(body)] = admitted.max_tokens
+    admitted = replace(admitted, settlement=replace(admitted.settlement, idempotency=claim))
+    return Call(gw, request_id, customer_id, body, path, candidates, admitted, now)
+
+
+def _idempotency_claim(headers, customer_id: str | None) -> IdempotencyClaim | None:
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                         param="Idempotency-Key")  # fmt: skip
+    return IdempotencyClaim(customer_id or "", key)
+
+
+def _output_key(body: dict) -> str:
+    return "max_completion_tokens" if "max_completion_tokens" in body and "max_tokens" not in body else "max_tokens"
+
+
+def complete(call: Call) -> tuple[Reply, CallRecord]:
+    """Serve a non-streaming call and charge it."""
+    try:
+        reply = _attempt(call, lambda adapter, d: adapter.complete(call.gw.http, d, call.body, call.path))
+    except BaseException as exc:
+        fail(call, exc)
+        raise
+    raw = reply.raw if reply.raw is not None else json.dumps(reply.body, separators=(",", ":")).encode()
+    record = settle(call, reply.usage, response=raw, content_type="application/json")
+    return replace(reply, raw=raw), record
+
+
+def open_stream(call: Call) -> Stream:
+    """Open the stream on the first deployment that answers; settle it with `finish_stream`."""
+    try:
+        return _attempt(call, lambda adapter, d: adapter.stream(call.gw.http, d, call.body, call.path))
+    except BaseException as exc:
+        fail(call, exc)
+        raise
+
+
+def finish_stream(call: Call, stream: Stream, transcript: bytes | None, error: str | None) -> CallRecord:
+    """Charge a stream when it ends, however it ends: its usage, or Tollgate's estimate."""
+    usage, estimated = stream.usage, stream.usage is None
+    if usage is None:
+        prompt = tokens.count_messages(call.body.get("messages"))
+        usage = Usage(prompt_tokens=prompt, completion_tokens=tokens.count_text(stream.text))
+    replayable = transcript if not estimated and error is None else None
+    return settle(call, usage, estimated=estimated, error=error, response=replayable, content_type="text/event-stream")
+
+
+def _attempt(call: Call, action):
+    retries = call.gw.config.settings.num_retries
+    for attempt in range(retries + 1):
+        deployment = call.candidates[attempt % len(call.candidates)]
+        call.served, call.attempts = deployment, attempt + 1
+        try:
+            result = action(PROVIDERS[deployment.provider].adapter, deployment)
+        except UpstreamError as exc:
+            call.gw.router.failed(deployment)
+            if attempt == retries or not _retryable(exc):
+                raise
+            log.warning("retry request_id=%s deployment=%s after: %s", call.request_id, deployment.id, exc.message)
+            continue
+        call.gw.router.succeeded(deployment)
+        return result
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: UpstreamError) -> bool:
+    if isinstance(exc, UpstreamHTTPError):
+        return exc.status == 429 or exc.status >= 500
+    return exc.client_status >= 500
+
+
+def settle(call: Call, usage: Usage, *, estimated=False, error=None, response=None, content_type=None) -> CallRecord:
+    """Charge the call once at the serving deployment's price."""
+    gw, deployment = call.gw, call.served
+    pricer = gw.pricers[deployment.id]
+    record = _record(call, usage, pricer.cost(usage), estimated=estimated, error=error, priced=pricer.priced)
+    settlement = replace(call.admitted.settlement, response=response, content_type=content_type)
+    gw.store.record_call(record, settlement)
+    if settlement.notify is not None:
+        gw.dispatcher.wake()
+    log_call(record, 200)
+    return record
+
+
+def fail(call: Call, exc: BaseException) -> None:
+    """A call that got no answer: logged, charged nothing, its reservation and key released."""
+    call.served = call.served or call.candidates[0]
+    message = exc.message if isinstance(exc, UpstreamError) else f"{type(exc).__name__} in Tollgate"
+    record = _record(call, Usage(), 0, status="failure", error=message)
+    call.gw.store.record_call(record, call.admitted.settlement)
+    log_call(record, exc.client_status if isinstance(exc, UpstreamError) else 500)
+
+
+def _record(call: Call, usage: Usage, cost_units: int, **outcome) -> CallRecord:
+    deployment = call.served
+    return CallRecord(
+        request_id=call.request_id,
+        customer_id=call.customer_id,
+        model_group=deployment.model_name,
+        provider_model=f"{deployment.provider}/{deployment.model}",
+        deployment_id=deployment.id,
+        usage=usage,
+        cost_units=cost_units,
+        started_at=call.started,
+        ended_at=call.gw.clock(),
+        attempts=max(call.attempts, 1),
+        **outcome,
+    )
+
+
+def log_call(record: CallRecord, status: int) -> None:
+    """The one log line per call: never a key, a header or a prompt."""
+    usage = record.usage
+    log.info(
+        "call request_id=%s customer=%s model=%s deployment=%s attempts=%d status=%s prompt_tokens=%d "
+        "completion_tokens=%d cost=%s estimated=%s latency_ms=%d%s",
+        record.request_id,
+        json.dumps(record.customer_id, ensure_ascii=False),
+        record.model_group,
+        record.deployment_id,
+        record.attempts,
+        status,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usd_text(record.cost_units),
+        record.estimated,
+        record.latency_ms,
+        "" if record.priced or status != 200 else " failed_tracking_spend=unpriced_model",
+    )
