@@ -1,0 +1,90 @@
+"""The official `openai` Python SDK works unchanged against Tollgate (real gunicorn, local upstream)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.fake_upstream import FakeUpstream
+from tests.helpers import MASTER_KEY, PRICED, write_config
+from tests.servers import tollgate_server
+
+
+@pytest.fixture(scope="module")
+def sdk(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("sdk")
+    with FakeUpstream(chunks=4) as upstream:
+        models = [
+            {
+                "model_name": "gpt-test",
+                "litellm_params": {"model": "openai/gpt-test", "api_base": upstream.url, "api_key": "none", **PRICED},
+            },
+            {
+                "model_name": "embed-test",
+                "litellm_params": {"model": "openai/embed-test", "api_base": upstream.url, "api_key": "none", **PRICED},
+            },
+        ]
+        env = {
+            "CONFIG_FILE_PATH": str(write_config(directory, models)),
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "DATABASE_URL": f"sqlite:///{directory / 'tollgate.db'}",
+        }
+        with tollgate_server(env, workers=2) as server:
+            yield openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0), server
+
+
+def spend(server, customer):
+    import requests
+
+    from tests.helpers import AUTH
+
+    return requests.get(
+        f"{server.url}/customer/info", params={"end_user_id": customer}, headers=AUTH, timeout=10
+    ).json()["spend"]
+
+
+def test_sdk_chat(sdk):
+    client, server = sdk
+    completion = client.chat.completions.create(
+        model="gpt-test", user="sdk-sync", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert completion.choices[0].message.content == "fake reply"
+    assert completion.usage.total_tokens == 40
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-test", user="sdk-sync", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-litellm-response-cost"] == "0.06"
+    assert spend(server, "sdk-sync") == 0.12
+
+
+def test_sdk_streaming(sdk):
+    client, server = sdk
+    stream = client.chat.completions.create(
+        model="gpt-test",
+        user="sdk-stream",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "word0 word1 word2 word3 "
+    assert chunks[-1].usage.total_tokens == 40
+    assert spend(server, "sdk-stream") == 0.06
+
+
+def test_sdk_embeddings(sdk):
+    client, server = sdk
+    result = client.embeddings.create(model="embed-test", input=["a", "b"], user="sdk-embed")
+    assert len(result.data[0].embedding) == 3
+    assert spend(server, "sdk-embed") == 0.02
+
+
+def test_sdk_sees_errors_as_its_own_exceptions(sdk):
+    client, _ = sdk
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert "no-such-model" in caught.value.message
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=client.base_url, api_key="sk-wrong", max_retries=0).models.list()
+    assert [model.id for model in client.models.list()] == ["gpt-test", "embed-test"]
