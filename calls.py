@@ -149,8 +149,10 @@ def _attempt(call: Call, action):
         try:
             result = action(PROVIDERS[deployment.provider].adapter, deployment)
         except UpstreamError as exc:
+            if not _retryable(exc):
+                raise
             call.gw.router.failed(deployment)
-            if attempt == retries or not _retryable(exc):
+            if attempt == retries:
                 raise
             log.warning("retry request_id=%s deployment=%s after: %s", call.request_id, deployment.id, exc.message)
             continue

@@ -46,6 +46,7 @@ _DEPLOYMENT_PARAMS = {
     "cache_creation_input_token_cost",
     "mock_response",
     "mock_latency_ms",
+    "drop_params",
 }
 _PRICE_KEYS = (
     "input_cost_per_token",
@@ -112,6 +113,7 @@ class Deployment:
     mock_response: str | None = None
     mock_latency_ms: int = 0
     max_output_tokens: int | None = None
+    drop_params: bool = False
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,9 @@ def _deployment(reader: _Reader, entry: Any, path: str, settings: Settings) -> D
         mock_response=values["mock_response"],
         mock_latency_ms=reader.integer(params, "mock_latency_ms", params_path, 0),
         max_output_tokens=reader.integer(info, "max_output_tokens", info_path, None),
+        drop_params=reader.boolean(params, "drop_params", params_path)
+        if "drop_params" in params
+        else settings.drop_params,
     )
 
 

@@ -22,17 +22,23 @@ class ProviderSpec:
     needs_base: bool = False
 
 
-def _openai_compatible(base: str | None, key_env: str | None, pricing_id: str | None) -> ProviderSpec:
-    return ProviderSpec(OpenAIAdapter(base), key_env, pricing_id, needs_base=base is None)
+# Parameters these providers document as unsupported (logprobs and logit bias).
+_NO_LOGPROBS = frozenset({"logit_bias", "logprobs", "top_logprobs"})
+
+
+def _openai_compatible(
+    base: str | None, key_env: str | None, pricing_id: str | None, rejects: frozenset[str] = frozenset()
+) -> ProviderSpec:
+    return ProviderSpec(OpenAIAdapter(base, rejects), key_env, pricing_id, needs_base=base is None)
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
     "mock": ProviderSpec(MockAdapter()),
-    "openai": _openai_compatible("https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
+    "openai": ProviderSpec(OpenAIAdapter("https://api.openai.com/v1", metadata=True), "OPENAI_API_KEY", "openai"),
     "azure": ProviderSpec(AzureAdapter(), "AZURE_API_KEY", "azure", needs_base=True),
     "anthropic": ProviderSpec(AnthropicAdapter(), "ANTHROPIC_API_KEY", "anthropic"),
-    "mistral": _openai_compatible("https://api.mistral.ai/v1", "MISTRAL_API_KEY", "mistral"),
-    "groq": _openai_compatible("https://api.groq.com/openai/v1", "GROQ_API_KEY", "groq"),
+    "mistral": _openai_compatible("https://api.mistral.ai/v1", "MISTRAL_API_KEY", "mistral", _NO_LOGPROBS),
+    "groq": _openai_compatible("https://api.groq.com/openai/v1", "GROQ_API_KEY", "groq", _NO_LOGPROBS),
     "deepseek": _openai_compatible("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", "deepseek"),
     "together_ai": _openai_compatible("https://api.together.xyz/v1", "TOGETHERAI_API_KEY", "together"),
     "fireworks_ai": _openai_compatible("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", "fireworks"),

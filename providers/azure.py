@@ -10,6 +10,9 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 
 class AzureAdapter(OpenAIAdapter):
+    def __init__(self):
+        super().__init__(metadata=True)
+
     def url(self, deployment, path: str) -> str:
         return f"{self.base_url(deployment)}/openai/deployments/{deployment.model}/{path}"
 

@@ -8,7 +8,8 @@ and the provider's answer back into an OpenAI-shaped reply with normalized usage
     ├── UpstreamHTTPError           4xx: the same status and message; 5xx: 502
     ├── UpstreamUnavailable         502 (connection refused, reset, DNS)
     ├── UpstreamTimeout             504
-    └── UpstreamBadResponse         502 (not JSON, not an object)
+    ├── UpstreamBadResponse         502 (not JSON, not an object)
+    └── UnsupportedParams           400 (parameters the provider rejects, drop_params off)
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class UpstreamHTTPError(UpstreamError):
         if 400 <= status < 500:
             self.client_status = status
             self.type = type or "invalid_request_error"
+
+
+class UnsupportedParams(UpstreamError):
+    """The request has parameters the provider rejects and `drop_params` is off: a 400, not retried."""
+
+    client_status = 400
+    type = "invalid_request_error"
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from providers.base import HttpCall, Reply, SessionPool, send, usage_from_openai
+from providers.base import HttpCall, Reply, SessionPool, UnsupportedParams, send, usage_from_openai
 from providers.streaming import Stream, open_stream, openai_stream, wants_usage
+
+# Request fields that are LiteLLM's or Tollgate's own, never sent to an upstream.
+PROXY_ONLY = frozenset(
+    {"litellm_metadata", "fallbacks", "context_window_fallbacks", "num_retries", "mock_response", "caching", "tags"}
+)
 
 
 class OpenAIAdapter:
-    """Relays the client's body with `model` replaced; the answer is already OpenAI-shaped."""
+    """Relays the client's body with `model` replaced; the answer is already OpenAI-shaped.
 
-    def __init__(self, default_base: str | None = None):
+    `rejects` names parameters the provider is known to refuse: with `drop_params` they are
+    dropped, without it the call is refused with a 400 naming them, as LiteLLM does. Providers
+    other than OpenAI itself do not get `metadata`, which clients send for Tollgate's sake.
+    """
+
+    def __init__(self, default_base: str | None = None, rejects: frozenset[str] = frozenset(), metadata: bool = False):
         self.default_base = default_base
+        self.rejects = rejects
+        self.metadata = metadata
 
     def base_url(self, deployment) -> str:
         return (deployment.api_base or self.default_base or "").rstrip("/")
@@ -26,8 +38,19 @@ class OpenAIAdapter:
         return HttpCall(
             url=self.url(deployment, path),
             headers=self.auth_headers(deployment),
-            json={**body, "model": deployment.model},
+            json={**self.accepted_params(deployment, body), "model": deployment.model},
         )
+
+    def accepted_params(self, deployment, body: dict) -> dict:
+        """The body without proxy-only fields and, under `drop_params`, what the provider rejects."""
+        payload = {k: v for k, v in body.items() if k not in PROXY_ONLY and (self.metadata or k != "metadata")}
+        unsupported = sorted(key for key in payload if key in self.rejects)
+        if unsupported and not deployment.drop_params:
+            raise UnsupportedParams(
+                f"{deployment.provider} does not support parameters: {unsupported}, for model={deployment.model}. "
+                "To drop these, set `drop_params: true` in litellm_settings or the deployment's litellm_params."
+            )
+        return {k: v for k, v in payload.items() if k not in self.rejects}
 
     def parse_response(self, deployment, data: dict, raw: bytes | None = None) -> Reply:
         """The reply for the client: the upstream's body unchanged, with its usage read."""

@@ -137,4 +137,3 @@ def _replay(earlier: Replay) -> Response:
     response.headers["x-litellm-response-cost"] = usd_text(earlier.cost_units or 0)
     response.headers["Idempotent-Replayed"] = "true"
     return response
-

@@ -295,3 +295,61 @@ def test_anthropic_deployment_is_translated_and_cache_tokens_priced_once(make_ap
         provider_id="anthropic",
     ).total_price
     assert Decimal(response.headers["x-litellm-response-cost"]) == expected
+
+
+MISTRAL = [
+    {
+        "model_name": "mistral-small",
+        "litellm_params": {"model": "mistral/mistral-small-latest", "api_key": "k", **PRICED},
+    }
+]
+
+
+def test_parameters_a_provider_rejects_are_refused_without_drop_params(make_app, upstream):
+    from tests.helpers import assert_openai_error
+
+    client = make_app(model_list=MISTRAL).test_client()
+    response = client.post(
+        "/chat/completions", json=chat_body(model="mistral-small", logit_bias={"1": 2}), headers=AUTH
+    )
+    error = assert_openai_error(response, 400, "invalid_request_error")
+    assert "['logit_bias']" in error["message"] and "drop_params" in error["message"]
+    assert len(upstream.calls) == 0
+
+
+def test_drop_params_drops_them_and_proxy_fields_never_leave(make_app, upstream):
+    client = make_app(model_list=MISTRAL, litellm_settings={"drop_params": True}).test_client()
+    upstream.post("https://api.mistral.ai/v1/chat/completions", json=openai_reply())
+    body = chat_body(
+        model="mistral-small",
+        logprobs=True,
+        temperature=0.5,
+        metadata={"user_id": "m"},
+        litellm_metadata={"user": "x"},
+        fallbacks=["other"],
+    )
+    assert client.post("/chat/completions", json=body, headers=AUTH).status_code == 200
+    sent = json.loads(upstream.calls[0].request.body)
+    assert sent == {"model": "mistral-small-latest", "messages": body["messages"], "temperature": 0.5, "user": "cust-1"}
+
+
+def test_openai_gets_metadata_and_the_user_unchanged(client, upstream):
+    upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
+    body = chat_body(metadata={"purpose": "test"}, user="  spaced  ")
+    client.post("/chat/completions", json=body, headers=AUTH)
+    sent = json.loads(upstream.calls[0].request.body)
+    assert sent["metadata"] == {"purpose": "test"} and sent["user"] == "  spaced  "
+
+
+def test_reasoning_tokens_are_billed_once_as_completion_tokens(client, upstream, store):
+    # An o-series answer: reasoning tokens are counted inside completion_tokens.
+    upstream.post(
+        f"{UPSTREAM}/chat/completions",
+        json=openai_reply(
+            prompt_tokens=100, completion_tokens=1500, completion_tokens_details={"reasoning_tokens": 1200}
+        ),
+    )
+    response = client.post("/chat/completions", json=chat_body(user="thinker"), headers=AUTH)
+    assert Decimal(response.headers["x-litellm-response-cost"]) == 100 * Decimal("0.001") + 1500 * Decimal("0.002")
+    row = store._connection().execute("SELECT reasoning_tokens FROM spend_logs").fetchone()
+    assert row == (1200,)
