@@ -122,10 +122,11 @@ class SessionPool:
         return session
 
 
-def send(session: requests.Session, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:
-    """POST `call` and return the decoded JSON object and its raw bytes.
+def post(session: requests.Session, call: HttpCall, timeout: float, label: str, stream: bool = False):
+    """POST `call`; the response when its status is below 400, else the upstream error raised.
 
-    `label` names the deployment in error messages; URLs and keys never appear in them.
+    `label` names the deployment in error messages; URLs and keys never appear in them. With
+    `stream`, the body is left unread for the caller to iterate.
     """
     try:
         response = session.post(
@@ -134,19 +135,25 @@ def send(session: requests.Session, call: HttpCall, timeout: float, label: str) 
             headers=call.headers,
             params=call.params,
             timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+            stream=stream,
         )
     except requests.Timeout:
         raise UpstreamTimeout(f"Upstream {label} did not answer within {timeout:g}s") from None
     except requests.RequestException as exc:
-        reason = type(exc).__name__
-        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({reason})") from None
-    raw = response.content
+        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({type(exc).__name__})") from None
     if response.status_code >= 400:
+        raw = response.content
+        response.close()
         message, error_type = error_details(raw)
-        text = f"Upstream {label} returned HTTP {response.status_code}: {message}"
-        if response.status_code < 500:
-            text = message
-        raise UpstreamHTTPError(response.status_code, text, error_type)
+        if response.status_code >= 500:
+            message = f"Upstream {label} returned HTTP {response.status_code}: {message}"
+        raise UpstreamHTTPError(response.status_code, message, error_type)
+    return response
+
+
+def send(session: requests.Session, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:
+    """POST `call` and return the decoded JSON object and its raw bytes."""
+    raw = post(session, call, timeout, label).content
     try:
         data = json.loads(raw)
     except ValueError:

@@ -13,46 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import requests
 
-from providers.base import (
-    CONNECT_TIMEOUT,
-    HttpCall,
-    UpstreamHTTPError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    Usage,
-    error_details,
-    usage_from_openai,
-)
+from providers.base import HttpCall, Usage, post, usage_from_openai
 
 DONE = b"data: [DONE]\n\n"
 
 
 def open_stream(session: requests.Session, call: HttpCall, timeout: float, label: str) -> requests.Response:
     """POST `call` for a stream; the response once its status says the stream has begun."""
-    try:
-        response = session.post(
-            call.url,
-            json=call.json,
-            headers=call.headers,
-            params=call.params,
-            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-            stream=True,
-        )
-    except requests.Timeout:
-        raise UpstreamTimeout(f"Upstream {label} did not answer within {timeout:g}s") from None
-    except requests.RequestException as exc:
-        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({type(exc).__name__})") from None
-    if response.status_code >= 400:
-        raw = response.content
-        response.close()
-        message, error_type = error_details(raw)
-        text = (
-            message
-            if response.status_code < 500
-            else f"Upstream {label} returned HTTP {response.status_code}: {message}"
-        )
-        raise UpstreamHTTPError(response.status_code, text, error_type)
-    return response
+    return post(session, call, timeout, label, stream=True)
 
 
 def sse_events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
