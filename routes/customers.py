@@ -90,10 +90,7 @@ def customer_new():
     user_id = fields.customer_id(body.get("user_id"))
     budget = fields.budget_columns(body, nulls_clear=False)
     budget_id = fields.text(body.get("budget_id"), "budget_id")
-    if budget_id is not None and budget:
-        names = [name for name, column in fields.BUDGET_FIELDS.items() if column in budget]
-        shown = "'max_budget'" if "max_budget" in names else ", ".join(f"'{name}'" for name in names)
-        raise BadRequest(f"Set either {shown} or 'budget_id', not both.", param="budget_id")
+    _one_budget_source(budget_id, budget)
     customer = Customer(
         user_id=user_id,
         spend_units=fields.money(body.get("spend"), "spend") or 0,
@@ -124,8 +121,7 @@ def customer_update():
     user_id = fields.customer_id(body.get("user_id"))
     budget = fields.budget_columns(body, nulls_clear=False)
     changes = _customer_changes(body)
-    if changes.get("budget_id") is not None and budget:
-        raise BadRequest("Set either 'max_budget' or 'budget_id', not both.", param="budget_id")
+    _one_budget_source(changes.get("budget_id"), budget)
     try:
         updated = gw.store.update_customer(user_id, changes, budget, gw.clock())
     except Missing as missing:
@@ -133,6 +129,14 @@ def customer_update():
             raise NotFound(f"End User Id={user_id} does not exist in db", param="user_id") from None
         raise BadRequest(f"Budget id={changes.get('budget_id')} does not exist in db", param="budget_id") from None
     return jsonify(customer_object(updated, gw.clock()))
+
+
+def _one_budget_source(budget_id: str | None, budget: dict) -> None:
+    """A customer gets a tier (`budget_id`) or budget fields of its own, not both at once."""
+    if budget_id is not None and budget:
+        names = [name for name, column in fields.BUDGET_FIELDS.items() if column in budget]
+        shown = "'max_budget'" if "max_budget" in names else ", ".join(f"'{name}'" for name in names)
+        raise BadRequest(f"Set either {shown} or 'budget_id', not both.", param="budget_id")
 
 
 def _customer_changes(body: dict) -> dict:
