@@ -104,8 +104,9 @@ def stop_background_work(app: Flask) -> None:
 
 
 def assign_request_id() -> None:
-    """Every request gets an id: the call id of LLM calls, and the key to a 500's log entry."""
+    """Every request gets an id (the call id of LLM calls, the key to a 500's log entry) and a start time."""
     g.request_id = str(uuid.uuid4())
+    g.received_at = time.perf_counter()
 
 
 def report_startup(gateway: Gateway) -> None:

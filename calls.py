@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, replace
 
 from config import Deployment
@@ -43,6 +44,7 @@ class Call:
     started: float
     served: Deployment | None = None
     attempts: int = 0
+    upstream_seconds: float = 0.0  # time spent waiting on upstreams, for the overhead header
 
 
 def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: str | None) -> Call | Replay:
@@ -146,9 +148,11 @@ def _attempt(call: Call, action):
     for attempt in range(retries + 1):
         deployment = call.candidates[attempt % len(call.candidates)]
         call.served, call.attempts = deployment, attempt + 1
+        started = time.perf_counter()
         try:
             result = action(PROVIDERS[deployment.provider].adapter, deployment)
         except UpstreamError as exc:
+            call.upstream_seconds += time.perf_counter() - started
             if not _retryable(exc):
                 raise
             call.gw.router.failed(deployment)
@@ -156,6 +160,7 @@ def _attempt(call: Call, action):
                 raise
             log.warning("retry request_id=%s deployment=%s after: %s", call.request_id, deployment.id, exc.message)
             continue
+        call.upstream_seconds += time.perf_counter() - started
         call.gw.router.succeeded(deployment)
         return result
     raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ Tollgate's headers, or server-sent events relayed chunk by chunk as they arrive.
 from __future__ import annotations
 
 import logging
+import time
 
 import requests
 from flask import Blueprint, Response, g, jsonify, request
@@ -87,6 +88,9 @@ def _serve(body: dict, path: str, *, stream: bool) -> Response:
 
 
 def _with_headers(response: Response, request_id: str, call: calls.Call, cost: str | None) -> Response:
+    # Time in Tollgate so far, upstream waits excluded (for a stream: until its first byte).
+    overhead = time.perf_counter() - g.received_at - call.upstream_seconds
+    response.headers["x-litellm-overhead-duration-ms"] = f"{overhead * 1000:.3f}"
     response.headers["x-litellm-call-id"] = request_id
     response.headers["x-litellm-model-id"] = call.served.id
     if cost is not None:

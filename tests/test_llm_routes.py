@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -353,3 +354,13 @@ def test_reasoning_tokens_are_billed_once_as_completion_tokens(client, upstream,
     assert Decimal(response.headers["x-litellm-response-cost"]) == 100 * Decimal("0.001") + 1500 * Decimal("0.002")
     row = store._connection().execute("SELECT reasoning_tokens FROM spend_logs").fetchone()
     assert row == (1200,)
+
+
+def test_overhead_header_excludes_the_upstream_wait(make_app):
+    models = [{"model_name": "slow", "litellm_params": {"model": "mock/slow", "mock_latency_ms": 300, **PRICED}}]
+    client = make_app(model_list=models).test_client()
+    before = time.perf_counter()
+    response = client.post("/chat/completions", json=chat_body(model="slow"), headers=AUTH)
+    total_ms = (time.perf_counter() - before) * 1000
+    overhead = float(response.headers["x-litellm-overhead-duration-ms"])
+    assert 0 < overhead <= total_ms - 300  # the 300 ms the deployment took are not Tollgate's
