@@ -47,10 +47,10 @@ class Outbox:
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, event_id LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-            for row in rows:
-                connection.execute(
-                    "UPDATE webhook_events SET lease_until = ? WHERE event_id = ?", (now + lease_seconds, row[0])
-                )
+            connection.executemany(
+                "UPDATE webhook_events SET lease_until = ? WHERE event_id = ?",
+                [(now + lease_seconds, row[0]) for row in rows],
+            )
         return [_event(row) for row in rows]
 
     def release_events(self, event_ids: list[str]) -> None:
@@ -60,12 +60,12 @@ class Outbox:
                 [(event_id,) for event_id in event_ids],
             )
 
-    def event_delivered(self, event_id: str, now: float) -> None:
+    def events_delivered(self, event_ids: list[str], now: float) -> None:
         with self._write() as connection:
-            connection.execute(
+            connection.executemany(
                 "UPDATE webhook_events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
                 "lease_until = NULL, last_error = NULL WHERE event_id = ?",
-                (now, event_id),
+                [(now, event_id) for event_id in event_ids],
             )
 
     def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:

@@ -246,7 +246,8 @@ class SpendStore(Protocol):
     def release_events(self, event_ids: list[str]) -> None:
         """Give claimed events back without an attempt."""
 
-    def event_delivered(self, event_id: str, now: float) -> None: ...
+    def events_delivered(self, event_ids: list[str], now: float) -> None:
+        """Mark a batch of posted events delivered, in one transaction."""
 
     def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
         """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""

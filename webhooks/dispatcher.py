@@ -32,7 +32,8 @@ log = logging.getLogger("tollgate.webhooks")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
-BATCH = 50
+BATCH = 100
+COALESCE_SECONDS = 0.05
 
 
 def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
@@ -97,10 +98,13 @@ class Dispatcher:
             if not busy:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
+                # Let the calls of the next moments add their events too: one claim, one batch.
+                self._stop.wait(COALESCE_SECONDS)
 
     def deliver_due(self) -> int:
-        """Post the events due now; returns how many were tried."""
+        """Post the events due now; returns how many were delivered."""
         events = self.store.claim_events(self.clock(), LEASE_SECONDS, BATCH)
+        delivered = []
         for index, event in enumerate(events):
             if self._stop.is_set() or not self._post(event):
                 # The endpoint is failing (or we are stopping): give the rest back untried rather
@@ -108,8 +112,11 @@ class Dispatcher:
                 rest = [later.event_id for later in events[index + 1 :]]
                 if rest:
                     self.store.release_events(rest)
-                return 0
-        return len(events)
+                break
+            delivered.append(event.event_id)
+        if delivered:
+            self.store.events_delivered(delivered, self.clock())
+        return len(delivered)
 
     def send(self, event_id: str, body: str, session: requests.Session | None = None) -> str | None:
         """POST one event body; None on a 2xx, else what went wrong."""
@@ -128,7 +135,6 @@ class Dispatcher:
         error = self.send(event.event_id, event.body, self._session)
         now = self.clock()
         if error is None:
-            self.store.event_delivered(event.event_id, now)
             return True
         retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
         if self.store.event_failed(event.event_id, error, retry_at, now) == "dead":
