@@ -136,8 +136,11 @@ def chat_body(user: str) -> dict:
 
 
 @contextmanager
-def fake_upstream(delay_ms: int, seconds: float) -> Iterator[Upstream]:
-    """Run `tests/fake_upstream.py` as its own process; yield once `GET /stats` answers."""
+def fake_upstream(delay_ms: int, seconds: float, *extra: str) -> Iterator[Upstream]:
+    """Run `tests/fake_upstream.py` as its own process; yield once `GET /stats` answers.
+
+    `extra` are more of its flags, such as `--chunk-delay-ms 1000` for slow streams.
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -148,6 +151,7 @@ def fake_upstream(delay_ms: int, seconds: float) -> Iterator[Upstream]:
         str(delay_ms),
         "--seconds",
         str(seconds),
+        *extra,
     ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
     root = f"http://127.0.0.1:{port}"

@@ -210,9 +210,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Local fake OpenAI-compatible upstream")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=5, help="content chunks of a streamed answer")
+    parser.add_argument("--chunk-delay-ms", type=int, default=0, help="pause between streamed chunks")
     parser.add_argument("--seconds", type=float, default=600, help="stop by itself after this long")
     args = parser.parse_args()
-    with FakeUpstream(port=args.port, delay_ms=args.delay_ms) as upstream:
+    behaviour = {"delay_ms": args.delay_ms, "chunks": args.chunks, "chunk_delay_ms": args.chunk_delay_ms}
+    with FakeUpstream(port=args.port, **behaviour) as upstream:
         print(f"fake upstream on {upstream.url}", flush=True)
         time.sleep(args.seconds)
 
