@@ -162,7 +162,7 @@ def test_events_past_their_retry_window_are_dead_listed_and_requeued(hooked, sin
         time.sleep(0.05)
     [event] = dead()
     assert (event["customer_id"], event["status"]) == ("doomed", "dead") and event["attempts"] >= 1
-    assert event["last_error"] == "ConnectionError"
+    assert event["last_error"] == "ConnectionRefusedError"
 
     sink.start()
     assert client.post("/webhooks/requeue", json={"status": "dead"}, headers=AUTH).get_json() == {"requeued": 1}
