@@ -17,8 +17,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from spend import budgets, migrations
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
@@ -51,6 +53,16 @@ def sqlite_path(database_url: str) -> str:
     return database_url
 
 
+@dataclass
+class _Pending:
+    """A write waiting for the next group commit."""
+
+    op: Callable[[sqlite3.Connection], Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class SQLiteStore(CustomerAdmin, Outbox):
     def __init__(self, path: str):
         self.path = path
@@ -58,6 +70,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._writers: tuple[int, threading.Lock] = (os.getpid(), threading.Lock())
+        self._pending: tuple[int, list[_Pending], threading.Lock] = (os.getpid(), [], threading.Lock())
 
     # -- connections ---------------------------------------------------------------------
 
@@ -88,6 +101,53 @@ class SQLiteStore(CustomerAdmin, Outbox):
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+
+    def _group_write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `op(connection)` in a write transaction shared with the writes queued meanwhile.
+
+        Group commit: a thread that gets the writer lock runs every queued operation in one
+        transaction, each inside its own savepoint (a failing one is rolled back alone and its
+        error raised in its own thread), and commits once. Alone it is an ordinary transaction;
+        under load, calls that would each wait for the lock share one commit instead.
+        """
+        item = _Pending(op)
+        pid, queue, queue_lock = self._pending
+        if pid != os.getpid():
+            self._pending = pid, queue, queue_lock = (os.getpid(), [], threading.Lock())
+        with queue_lock:
+            queue.append(item)
+        with self._writer_lock():
+            if not item.done:
+                with queue_lock:
+                    batch = queue[:]
+                    queue.clear()
+                self._run_batch(batch)
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                connection.execute("SAVEPOINT write")
+                try:
+                    item.result = item.op(connection)
+                    connection.execute("RELEASE write")
+                except Exception as exc:
+                    connection.execute("ROLLBACK TO write")
+                    connection.execute("RELEASE write")
+                    item.error = exc
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for item in batch:
+                item.error, item.result = item.error or exc, None
+        finally:
+            for item in batch:
+                item.done = True
 
     def _writer_lock(self) -> threading.Lock:
         pid, lock = self._writers
@@ -149,56 +209,10 @@ class SQLiteStore(CustomerAdmin, Outbox):
     # -- calls ---------------------------------------------------------------------------
 
     def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
-        customer, now = request.customer_id, request.now
-        scopes = [limit.scope for limit in request.limits]
-        with self._write() as connection:
-            _ensure_customer(connection, customer, now)
-            for scope in scopes:
-                connection.execute(
-                    "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (customer, scope),
-                )
-            _release_expired(connection, customer, now)
-            accounts = _accounts(connection, customer, scopes)
-            if request.rate_limits is not None:
-                over_rate = budgets.check_rate(request.rate_limits, _rate_usage(connection, customer, now), now)
-                if over_rate is not None:
-                    return over_rate
-            pairs = [(limit, accounts.get(limit.scope, Account())) for limit in request.limits]
-            decision = budgets.plan_admission(pairs, request.estimate, strict=request.strict, now=now)
-            if isinstance(decision, OverBudget):
-                return decision
-            for limit in request.limits:
-                _reserve(connection, request, limit, decision.reservations[limit.scope])
-            if request.rate_limits is not None:
-                connection.execute(
-                    "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
-                    (request.request_id, customer, now),
-                )
-            return decision
+        return self._group_write(lambda connection: _admit(connection, request))
 
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
-        customer, now = record.customer_id, record.ended_at
-        with self._write() as connection:
-            if settlement.reserved:
-                _release(connection, record.request_id)
-            if customer is not None and record.status == "success":
-                _ensure_customer(connection, customer, now, account=False)
-                spend = {
-                    charge.scope: _charge(connection, customer, charge, record.cost_units, now)
-                    for charge in settlement.charges
-                }
-                if settlement.notify is not None and record.priced:
-                    events = webhook_events.for_charge(settlement.notify, customer, record.cost_units, spend[""], now)
-                    add_events(connection, events, now)
-            if settlement.idempotency is not None:
-                _finish_idempotency(connection, settlement, record)
-            if settlement.rate_tracked:
-                connection.execute(
-                    "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
-                    (record.usage.total_tokens, record.request_id),
-                )
-            _insert_spend_log(connection, record)
+        self._group_write(lambda connection: _record_call(connection, record, settlement))
 
     def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
         with self._write() as connection:
@@ -247,6 +261,59 @@ class SQLiteStore(CustomerAdmin, Outbox):
 
     def get_customer(self, user_id: str) -> Customer | None:
         return read_customer(self._connection(), user_id)
+
+
+def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
+    """Create the customer if unseen, then reserve or refuse, inside the caller's transaction."""
+    customer, now = request.customer_id, request.now
+    scopes = [limit.scope for limit in request.limits]
+    _ensure_customer(connection, customer, now)
+    for scope in scopes:
+        connection.execute(
+            "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (customer, scope),
+        )
+    _release_expired(connection, customer, now)
+    accounts = _accounts(connection, customer, scopes)
+    if request.rate_limits is not None:
+        over_rate = budgets.check_rate(request.rate_limits, _rate_usage(connection, customer, now), now)
+        if over_rate is not None:
+            return over_rate
+    pairs = [(limit, accounts.get(limit.scope, Account())) for limit in request.limits]
+    decision = budgets.plan_admission(pairs, request.estimate, strict=request.strict, now=now)
+    if isinstance(decision, OverBudget):
+        return decision
+    for limit in request.limits:
+        _reserve(connection, request, limit, decision.reservations[limit.scope])
+    if request.rate_limits is not None:
+        connection.execute(
+            "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
+            (request.request_id, customer, now),
+        )
+    return decision
+
+
+def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement: Settlement) -> None:
+    """Release, charge, announce and log one call, inside the caller's transaction."""
+    customer, now = record.customer_id, record.ended_at
+    if settlement.reserved:
+        _release(connection, record.request_id)
+    if customer is not None and record.status == "success":
+        _ensure_customer(connection, customer, now, account=False)
+        spend = {
+            charge.scope: _charge(connection, customer, charge, record.cost_units, now) for charge in settlement.charges
+        }
+        if settlement.notify is not None and record.priced:
+            events = webhook_events.for_charge(settlement.notify, customer, record.cost_units, spend[""], now)
+            add_events(connection, events, now)
+    if settlement.idempotency is not None:
+        _finish_idempotency(connection, settlement, record)
+    if settlement.rate_tracked:
+        connection.execute(
+            "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
+            (record.usage.total_tokens, record.request_id),
+        )
+    _insert_spend_log(connection, record)
 
 
 _LOG_COLUMNS = (

@@ -156,3 +156,25 @@ def test_sqlite_urls(url, path):
 def test_postgres_url_is_refused_until_supported():
     with pytest.raises(ValueError, match="PostgreSQL"):
         open_store("postgresql://localhost/test")
+
+
+def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(store):
+    store.record_call(call("grouped", cost=1, request_id="taken"))
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def write(n: int) -> None:
+        barrier.wait()
+        try:
+            store.record_call(call("grouped", cost=10, request_id="taken" if n % 4 == 0 else f"r{n}"))
+        except sqlite3.IntegrityError:
+            errors.append(n)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(errors) == [0, 4, 8, 12]
+    assert store.get_customer("grouped").spend_units == 1 + 12 * 10
+    assert len(store.spend_logs("grouped")) == 13
