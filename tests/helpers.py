@@ -12,6 +12,19 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 UPSTREAM = "https://upstream.test/v1"
 UPSTREAM_KEY = "sk-upstream-secret"
 
+# The customer object's keys, in the order LiteLLM's seed shows them (SPEC §8).
+CUSTOMER_KEYS = [
+    "user_id",
+    "blocked",
+    "alias",
+    "spend",
+    "allowed_model_region",
+    "default_model",
+    "models",
+    "budget_id",
+    "litellm_budget_table",
+]
+
 # Prices of the canonical LiteLLM test: 20 prompt + 20 completion tokens cost exactly 0.06.
 PRICED = {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}
 DEFAULT_MODELS = [

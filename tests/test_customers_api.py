@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import AUTH, assert_openai_error
+from tests.helpers import AUTH, CUSTOMER_KEYS, assert_openai_error
 
-CUSTOMER_KEYS = [
-    "user_id",
-    "blocked",
-    "alias",
-    "spend",
-    "allowed_model_region",
-    "default_model",
-    "models",
-    "budget_id",
-    "litellm_budget_table",
-]
 BUDGET_KEYS = [
     "budget_id",
     "max_budget",

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import responses
 
-from tests.helpers import AUTH, PRICED, UPSTREAM, UPSTREAM_KEY, chat_body, openai_reply
+from tests.helpers import AUTH, CUSTOMER_KEYS, PRICED, UPSTREAM, UPSTREAM_KEY, chat_body, openai_reply
 
 
 def test_chat_relays_body_with_provider_model_and_returns_upstream_reply(client, upstream):
@@ -70,17 +70,7 @@ def test_customer_info_has_every_key_in_seed_order(client, upstream):
 
     assert response.status_code == 200
     body = response.get_json()
-    assert list(body) == [
-        "user_id",
-        "blocked",
-        "alias",
-        "spend",
-        "allowed_model_region",
-        "default_model",
-        "models",
-        "budget_id",
-        "litellm_budget_table",
-    ]
+    assert list(body) == CUSTOMER_KEYS
     assert body == {
         "user_id": "ishaan3",
         "blocked": False,
