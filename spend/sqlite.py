@@ -6,7 +6,9 @@
   workers never deadlock upgrading a read lock; the busy timeout makes the other writers wait.
   Within a process, writers queue on a lock first: SQLite's busy handler sleeps in steps of up
   to 100 ms, which would turn a burst of threads into slow tails; a thread lock wakes the next
-  writer at once, and only one thread per process waits inside SQLite.
+  writer at once, and only one thread per process waits inside SQLite. Calls' writes go further:
+  while one thread commits, the writes queued behind it are run together by the next, each in
+  its own savepoint, with one commit (group commit, `_group_write`).
 - Connections are per thread and per process, opened on first use: nothing opened before
   gunicorn forks is ever used after it.
 """
