@@ -31,9 +31,10 @@ def test_each_thread_has_its_own_session():
     import threading
 
     pool, seen = SessionPool(), []
-    threads = [threading.Thread(target=lambda: seen.append(id(pool.session()))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: seen.append(pool.session())) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(seen)) == 3 and pool.session() is pool.session()
+    assert len({id(session) for session in seen}) == 3  # all alive, so their ids differ
+    assert pool.session() is pool.session()
