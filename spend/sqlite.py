@@ -132,15 +132,18 @@ class SQLiteStore(CustomerAdmin, Outbox):
         connection = self._connection()
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                connection.execute("SAVEPOINT write")
-                try:
-                    item.result = item.op(connection)
-                    connection.execute("RELEASE write")
-                except Exception as exc:
-                    connection.execute("ROLLBACK TO write")
-                    connection.execute("RELEASE write")
-                    item.error = exc
+            if len(batch) == 1:  # alone: the transaction itself is the savepoint
+                batch[0].result = batch[0].op(connection)
+            else:
+                for item in batch:
+                    connection.execute("SAVEPOINT write")
+                    try:
+                        item.result = item.op(connection)
+                        connection.execute("RELEASE write")
+                    except Exception as exc:
+                        connection.execute("ROLLBACK TO write")
+                        connection.execute("RELEASE write")
+                        item.error = exc
             connection.execute("COMMIT")
         except BaseException as exc:
             if connection.in_transaction:
