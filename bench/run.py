@@ -1,0 +1,316 @@
+"""The full benchmark harness, one command: `python -m bench.run`.
+
+It starts the fast local fake upstream (answers at once; streams of `--chunks` chunks with no
+delay) and Tollgate with the Procfile's `web:` command (real gunicorn, gunicorn.conf.py's default
+2 workers x 256 threads, a fresh SQLite store), and drives load with wrk (`bench/post.lua`:
+JSON POSTs to /chat/completions with the master key, `user` cycling over `--users` customers).
+With `--budget` (on by default) those customers are first created with `max_budget` 1000000, so
+every call does budget admission (reservation and settlement) as in production.
+
+It first prints the time from starting the Procfile command to the first call served 200
+(polled every 10 ms, at most 30 s). Then, for each mode (non-streaming, streaming) and each
+concurrency level (wrk `-c N -t min(N,2) -d --duration`), it measures the upstream DIRECTLY and
+THROUGH Tollgate: requests/s, p50/p90/p99 latency, errors (non-2xx and socket errors), and for
+Tollgate the CPU seconds of its process tree (utime+stime of the master and workers, children
+reaped included) and its peak RSS (sampled every 0.25 s). One markdown table at the end. Before
+each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
+
+    python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
+
+Everything runs on 127.0.0.1, every run is bounded in time, and every process started is stopped
+by its pid. Exits 2 when wrk is missing, 1 when any call failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bench import common, wrk
+from tests.servers import Server, free_port, procfile_command, stop
+
+USER_PREFIX = "bench-user-"
+MAX_BUDGET = 1000000
+FIRST_CALL_TIMEOUT = 30.0
+FIRST_CALL_POLL = 0.01
+SAMPLE_SECONDS = 0.25
+WARMUP_CLIENTS = 8
+DRAIN_SECONDS = 10.0
+EXCERPT_LINES = 30
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MODES = {False: "json", True: "stream"}
+
+
+@dataclass
+class Point:
+    """One measured point: a mode, a client count, a target and what wrk and /proc said."""
+
+    mode: str
+    clients: int
+    target: str
+    result: wrk.Result
+    cpu_seconds: float | None = None
+    peak_rss_kib: int | None = None
+
+
+def parse_args() -> argparse.Namespace:
+    """The command-line flags."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per point (default 10)")
+    parser.add_argument("--concurrency", default="1,8,32,256", help="client counts (default 1,8,32,256)")
+    parser.add_argument(
+        "--streaming", action=argparse.BooleanOptionalAction, default=True, help="also measure streamed calls"
+    )
+    parser.add_argument("--webhooks", action="store_true", help="webhooks on, to a local sink (bench/sink.py)")
+    parser.add_argument(
+        "--budget", action=argparse.BooleanOptionalAction, default=True, help="create the customers with a budget"
+    )
+    parser.add_argument("--users", type=int, default=100, help="customers the calls cycle over (default 100)")
+    parser.add_argument("--chunks", type=int, default=5, help="content chunks of a streamed answer (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds before each mode (default 2)")
+    parser.add_argument("--workers", type=int, default=common.DEFAULT_WORKERS, help="gunicorn workers (default 2)")
+    args = parser.parse_args()
+    args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
+    args.modes = [False, True] if args.streaming else [False]
+    points = len(args.levels) * len(args.modes) * 2
+    per_point = args.duration + wrk.EXIT_MARGIN + 2
+    args.lifetime = points * per_point + len(args.modes) * (args.warmup + wrk.EXIT_MARGIN) + 300
+    return args
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime+stime+cutime+cstime of one process in clock ticks (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state); utime is field 14
+    return sum(int(value) for value in fields[11:15])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its descendants, the ones already reaped included."""
+    return sum(cpu_ticks(member) for member in common.process_tree(pid)) / CLOCK_TICKS
+
+
+class PeakRss:
+    """Samples the RSS of a process tree every SAMPLE_SECONDS while in the `with` block."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak_kib = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        """Keep the largest total seen: one sample at once, then one every SAMPLE_SECONDS."""
+        while True:
+            self.peak_kib = max(self.peak_kib, sum(common.tree_rss(self.pid).values()))
+            if self._done.wait(SAMPLE_SECONDS):
+                return
+
+
+@contextmanager
+def started_tollgate(
+    upstream: common.Upstream, workers: int, webhook_url: str | None
+) -> Iterator[tuple[Server, float]]:
+    """Run the Procfile command on a fresh store; stop it by pid at the end.
+
+    Yields the server and the seconds from starting the command to its first 200 from
+    /chat/completions, once all its workers are up.
+    """
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory:
+        path = Path(directory)
+        port = free_port()
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "CONFIG_FILE_PATH": str(common.write_config(path, upstream.url, webhooks=webhook_url is not None)),
+            "DATABASE_URL": f"sqlite:///{path / 'tollgate.db'}",
+            "LITELLM_MASTER_KEY": common.MASTER_KEY,
+        }
+        if webhook_url is not None:
+            env["WEBHOOK_URL"] = webhook_url
+        log_path = path / "tollgate.log"
+        with log_path.open("wb") as log_file:
+            started = time.monotonic()
+            process = subprocess.Popen(
+                procfile_command(), cwd=common.REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            server = Server(f"http://127.0.0.1:{port}", process, log_path)
+            try:
+                seconds = first_call(server, started)
+                common.wait_for_workers(process.pid, workers)
+                yield server, seconds
+            finally:
+                stop(process)
+
+
+def first_call(server: Server, started: float) -> float:
+    """Seconds from `started` to the first 200 from /chat/completions, polled every 10 ms, at most 30 s."""
+    url = f"{server.url}/chat/completions"
+    body = common.chat_body("first-call")
+    deadline = started + FIRST_CALL_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"tollgate exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            left = max(deadline - time.monotonic(), 0.01)
+            if requests.post(url, json=body, headers=common.AUTH, timeout=left).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(FIRST_CALL_POLL)
+    raise RuntimeError(f"no call served within {FIRST_CALL_TIMEOUT}s:\n{server.log()}")
+
+
+def create_customers(server: Server, users: int) -> None:
+    """POST /customer/new for every benchmark customer, with max_budget MAX_BUDGET."""
+    with requests.Session() as session:
+        for number in range(users):
+            body = {"user_id": f"{USER_PREFIX}{number}", "max_budget": MAX_BUDGET}
+            response = session.post(f"{server.url}/customer/new", json=body, headers=common.AUTH, timeout=10)
+            if response.status_code != 200:
+                raise RuntimeError(f"/customer/new answered {response.status_code}: {response.text}")
+
+
+def measure_tollgate(binary: str, server: Server, clients: int, seconds: int, load: wrk.Load) -> Point:
+    """One point through Tollgate, with the CPU and peak RSS of its process tree."""
+    pid = server.process.pid
+    before = tree_cpu_seconds(pid)
+    with PeakRss(pid) as rss:
+        result = wrk.run(binary, f"{server.url}/chat/completions", clients, seconds, load)
+    cpu = tree_cpu_seconds(pid) - before
+    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib)
+
+
+def run_points(binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace) -> list[Point]:
+    """For each mode and level: DIRECT to the upstream, then THROUGH Tollgate."""
+    points: list[Point] = []
+    for stream in args.modes:
+        load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, stream)
+        if args.warmup:
+            print(f"warm-up {MODES[stream]}: {args.warmup} s at {WARMUP_CLIENTS} clients", flush=True)
+            wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
+        for clients in args.levels:
+            print(f"{MODES[stream]} x{clients}: direct, then tollgate, {args.duration} s each", flush=True)
+            direct = wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load)
+            points.append(Point(MODES[stream], clients, "direct", direct))
+            points.append(measure_tollgate(binary, server, clients, args.duration, load))
+            print(f"  {row(points[-1], direct)}", flush=True)
+    return points
+
+
+def row(point: Point, direct: wrk.Result | None) -> str:
+    """One markdown table row; Tollgate rows add latency over `direct`, CPU and peak RSS."""
+    result = point.result
+    added = ["", "", ""]
+    if point.target != "direct" and direct is not None:
+        pairs = [(result.p50_ms, direct.p50_ms), (result.p90_ms, direct.p90_ms), (result.p99_ms, direct.p99_ms)]
+        added = [f"{through - base:+.2f}" for through, base in pairs]
+    cpu = rss = per_call = ""
+    if point.cpu_seconds is not None:
+        cpu = f"{point.cpu_seconds:.2f}"
+        per_call = f"{point.cpu_seconds * 1000 / result.requests:.2f}" if result.requests else ""
+        rss = f"{point.peak_rss_kib / 1024:.1f}"
+    cells = [
+        point.mode, point.clients, point.target, result.requests, f"{result.rate():.0f}", f"{result.p50_ms:.2f}",
+        f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, rss,
+    ]  # fmt: skip
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def table(points: list[Point]) -> str:
+    """The markdown table of every point."""
+    lines = [
+        "| mode | clients | target | requests | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms "
+        "| added p99 ms | errors | CPU s | CPU ms/call | peak RSS MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
+    lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
+    return "\n".join(lines)
+
+
+def log_excerpt(log: str) -> list[str]:
+    """A count of the Tollgate log's call lines by status, then its first non-200 calls, warnings and errors."""
+    statuses = Counter(re.findall(r"^.* call request_id=.* status=(\S+) ", log, flags=re.MULTILINE))
+    lines = [f"call log lines by status: {dict(statuses)}"]
+    wanted = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|status=(?!200 )")
+    lines += [line for line in log.splitlines() if wanted.search(line)][:EXCERPT_LINES]
+    return lines
+
+
+def drain_sink(sink: common.Sink) -> str:
+    """The sink's counts once they stop growing for 1 s (at most DRAIN_SECONDS)."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    last = sink.counts()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = sink.counts()
+        if now == last:
+            break
+        last = now
+    return f"webhook events accepted by the sink: {last[0]} ({last[1]} distinct event_id)"
+
+
+def machine(binary: str) -> str:
+    """nproc, the Python version and wrk's version line."""
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    first = (version.stdout or version.stderr).splitlines()[0].split(" Copyright")[0]
+    return f"nproc {len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}, {first}"
+
+
+def main() -> int:
+    """Start everything, measure every point, print the table; return the exit status."""
+    args = parse_args()
+    binary = wrk.find_wrk()
+    if binary is None:
+        print(f"wrk is not installed; install it with: {wrk.INSTALL_HINT}", file=sys.stderr)
+        return 2
+    print(f"machine: {machine(binary)}")
+    with ExitStack() as stack:
+        extra = ("--chunks", str(args.chunks), "--chunk-delay-ms", "0")
+        upstream = stack.enter_context(common.fake_upstream(0, args.lifetime, *extra))
+        sink = stack.enter_context(common.webhook_sink(args.lifetime)) if args.webhooks else None
+        server, first = stack.enter_context(started_tollgate(upstream, args.workers, sink.url if sink else None))
+        print(f"start to first served call: {first:.2f} s", flush=True)
+        if args.budget:
+            create_customers(server, args.users)
+        points = run_points(binary, upstream, server, args)
+        delivery = drain_sink(sink) if sink else None
+        excerpt = log_excerpt(server.log())
+    settings = f"budget {'on' if args.budget else 'off'}, webhooks {'on' if args.webhooks else 'off'}"
+    print(f"\n{args.duration} s per point, {args.users} customers, {settings}, {args.workers} workers\n")
+    print(table(points))
+    print(f"\nstart to first served call: {first:.2f} s")
+    for line in ([delivery] if delivery else []) + excerpt:
+        print(line)
+    return 1 if any(point.result.errors() for point in points) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
