@@ -7,9 +7,7 @@ Everything runs on 127.0.0.1. Every process started here is stopped by its proce
 from __future__ import annotations
 
 import math
-import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from tests.servers import (
     REPO,
     Server,
     free_port,
+    stop,
     tollgate_server,
 )
 
@@ -100,7 +99,7 @@ def webhook_sink(seconds: float) -> Iterator[Sink]:
     finally:
         with suppress(OSError):
             process.stdin.close()
-        stop_pid(process)
+        stop(process)
         process.stdout.close()
 
 
@@ -160,7 +159,7 @@ def fake_upstream(delay_ms: int, seconds: float, *extra: str) -> Iterator[Upstre
         wait_for_upstream(upstream)
         yield upstream
     finally:
-        stop_pid(process)
+        stop(process)
 
 
 def wait_for_upstream(upstream: Upstream) -> None:
@@ -175,20 +174,6 @@ def wait_for_upstream(upstream: Upstream) -> None:
         except requests.RequestException:
             time.sleep(0.05)
     raise RuntimeError(f"fake upstream did not answer within {UPSTREAM_START_TIMEOUT}s")
-
-
-def stop_pid(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM one process by its pid, then SIGKILL it if it is still alive after `grace`."""
-    if process.poll() is not None:
-        return
-    try:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 @contextmanager
