@@ -145,3 +145,106 @@ def test_budget_reservation_is_settled_when_a_stream_ends(upstream_app):
     assert connection.execute(
         "SELECT reserved_units, spend_units FROM spend_accounts WHERE user_id = 'budgeted'"
     ).fetchone() == (0, 60_000_000_000)
+
+
+ANTHROPIC_EVENTS = [
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-sonnet-20241022",
+                "content": [],
+                "stop_reason": None,
+                "usage": {
+                    "input_tokens": 100,
+                    "output_tokens": 1,
+                    "cache_read_input_tokens": 1000,
+                    "cache_creation_input_tokens": 0,
+                },
+            },
+        },
+    ),
+    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+    ),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 42},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_anthropic_stream_is_translated_and_charged_from_its_usage(make_app, upstream, environ, store):
+    import genai_prices
+
+    environ["ANTHROPIC_API_KEY"] = "sk-ant"
+    models = [{"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-sonnet-20241022"}}]
+    client = make_app(model_list=models).test_client()
+    sse_body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in ANTHROPIC_EVENTS)
+    upstream.post("https://api.anthropic.com/v1/messages", body=sse_body, content_type="text/event-stream")
+    body = chat_body(model="claude", user="claude-streamer", stream=True, stream_options={"include_usage": True})
+    events = events_of(client.post("/chat/completions", json=body, headers=AUTH).data)
+
+    assert json.loads(upstream.calls[0].request.body)["stream"] is True
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e.get("choices"))
+    assert text == "Hello"
+    assert events[-2]["usage"]["prompt_tokens"] == 1100 and events[-2]["usage"]["completion_tokens"] == 42
+    [row] = store.spend_logs("claude-streamer")
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1100, cache_read_tokens=1000, output_tokens=42),
+        "claude-3-5-sonnet-20241022",
+        provider_id="anthropic",
+    ).total_price
+    assert row.estimated is False and Decimal(row.cost_units) / 10**12 == expected
+
+
+def test_azure_streams_from_its_deployment_url(make_app, upstream):
+    import responses
+
+    models = [
+        {
+            "model_name": "az",
+            "litellm_params": {"model": "azure/dep", "api_base": "https://az.test", "api_key": "k", **PRICED},
+        }
+    ]
+    client = make_app(model_list=models).test_client()
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
+    usage = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    sse_body = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n"
+    upstream.post(
+        "https://az.test/openai/deployments/dep/chat/completions",
+        body=sse_body,
+        content_type="text/event-stream",
+        match=[responses.matchers.query_param_matcher({"api-version": "2024-10-21"})],
+    )
+    events = events_of(client.post("/chat/completions", json=chat_body(model="az", stream=True), headers=AUTH).data)
+    assert [e["choices"][0]["delta"]["content"] for e in events[:-1]] == ["hi"]
+    sent = json.loads(upstream.calls[0].request.body)
+    assert sent["stream_options"] == {"include_usage": True} and "model" not in sent
