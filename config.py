@@ -208,6 +208,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     if settings.alerting and "webhook" in settings.alerting and not reader.env.get("WEBHOOK_URL"):
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
+    retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
     secret = reader.env.get("WEBHOOK_SECRET") or None
     if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
         reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
@@ -221,7 +222,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         settings=settings,
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
         webhook_secret=secret,
-        webhook_retry_max_seconds=_retry_ceiling(reader),
+        webhook_retry_max_seconds=retry_ceiling,
         warnings=tuple(reader.warnings),
     )
 
@@ -231,13 +232,6 @@ def _is_base64(text: str) -> bool:
         return bool(base64.b64decode(text, validate=True))
     except ValueError:
         return False
-
-
-def _retry_ceiling(reader: _Reader) -> float:
-    ceiling = reader.number(
-        {"v": reader.env.get("WEBHOOK_RETRY_MAX_SECONDS")}, "v", "WEBHOOK_RETRY_MAX_SECONDS", 1800.0
-    )
-    return ceiling if ceiling is not None else 1800.0
 
 
 def _settings(reader: _Reader, litellm: dict, general: dict) -> Settings:

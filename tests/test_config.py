@@ -234,3 +234,12 @@ def test_webhook_secret_format(secret, ok):
         assert problems_of(document, {**ENV, "WEBHOOK_SECRET": secret}) == [
             "WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix"
         ]
+
+
+def test_webhook_retry_ceiling_comes_from_the_environment():
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    assert parse(document).webhook_retry_max_seconds == 1800
+    assert parse(document, {**ENV, "WEBHOOK_RETRY_MAX_SECONDS": "2.5"}).webhook_retry_max_seconds == 2.5
+    assert problems_of(document, {**ENV, "WEBHOOK_RETRY_MAX_SECONDS": "soon"}) == [
+        "environment.WEBHOOK_RETRY_MAX_SECONDS: must be a positive number, got 'soon'"
+    ]
