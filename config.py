@@ -204,7 +204,11 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         reader.error("general_settings.master_key: must be a string")
 
     database_url = reader.resolve(general.get("database_url"), "general_settings.database_url", optional=True)
-    database_url = database_url or reader.env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    database_url = str(database_url or reader.env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    if database_url.startswith(("postgres://", "postgresql://")):
+        reader.error("DATABASE_URL: PostgreSQL is not supported by this version of Tollgate; use a SQLite URL")
+    elif "://" in database_url and not database_url.startswith("sqlite:///"):
+        reader.error("DATABASE_URL: use sqlite:///relative.db, sqlite:////absolute/path.db or a file path")
     if settings.alerting and "webhook" in settings.alerting and not reader.env.get("WEBHOOK_URL"):
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
@@ -218,7 +222,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     return Config(
         deployments=tuple(deployments),
         master_key=master_key,
-        database_url=str(database_url),
+        database_url=database_url,
         settings=settings,
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
         webhook_secret=secret,

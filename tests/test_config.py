@@ -243,3 +243,17 @@ def test_webhook_retry_ceiling_comes_from_the_environment():
     assert problems_of(document, {**ENV, "WEBHOOK_RETRY_MAX_SECONDS": "soon"}) == [
         "environment.WEBHOOK_RETRY_MAX_SECONDS: must be a positive number, got 'soon'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://localhost/test", "PostgreSQL is not supported"),
+        ("mysql://localhost/db", "use sqlite:///"),
+        ("sqlite://relative.db", "use sqlite:///"),
+    ],
+)
+def test_unusable_database_url_is_a_config_error(url, problem):
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    [message] = problems_of(document, {**ENV, "DATABASE_URL": url})
+    assert message.startswith("DATABASE_URL: ") and problem in message
