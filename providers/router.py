@@ -69,10 +69,6 @@ class Router:
         cooling = [d for d in members if d not in ready]
         return self._weighted_order(ready) + self._weighted_order(cooling)
 
-    def pick(self, model: object, region: str | None = None) -> Deployment:
-        """The deployment to try first."""
-        return self.candidates(model, region)[0]
-
     def _weighted_order(self, members: list[Deployment]) -> list[Deployment]:
         remaining, order = list(members), []
         while remaining:

@@ -8,7 +8,6 @@ Tollgate's headers, or server-sent events relayed chunk by chunk as they arrive.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import requests
@@ -24,7 +23,6 @@ from spend.pricing import usd_text
 from spend.store import Replay
 
 blueprint = Blueprint("llm", __name__)
-log = logging.getLogger("tollgate.calls")
 
 CHAT_PATHS = (
     "/chat/completions",
