@@ -19,10 +19,14 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
+from requests.structures import CaseInsensitiveDict
+from requests.utils import requote_uri
 
 CONNECT_TIMEOUT = 10.0
+USER_AGENT = "Tollgate"
 MAX_ERROR_MESSAGE = 500
 
 
@@ -136,14 +140,13 @@ def post(session: requests.Session, call: HttpCall, timeout: float, label: str, 
     `label` names the deployment in error messages; URLs and keys never appear in them. With
     `stream`, the body is left unread for the caller to iterate.
     """
+    request = prepared(call)
+    proxies = requests.utils.get_environ_proxies(request.url) if session.trust_env else {}
     try:
-        response = session.post(
-            call.url,
-            json=call.json,
-            headers=call.headers,
-            params=call.params,
-            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-            stream=stream,
+        # The session's adapter directly: `Session.request` would merge cookies, hooks, auth and
+        # settings we never use, at about a third of the CPU of a whole relayed call.
+        response = session.get_adapter(request.url).send(
+            request, stream=stream, timeout=(min(CONNECT_TIMEOUT, timeout), timeout), proxies=proxies
         )
     except requests.Timeout:
         raise UpstreamTimeout(f"Upstream {label} did not answer within {timeout:g}s") from None
@@ -157,6 +160,22 @@ def post(session: requests.Session, call: HttpCall, timeout: float, label: str, 
             message = f"Upstream {label} returned HTTP {response.status_code}: {message}"
         raise UpstreamHTTPError(response.status_code, message, error_type)
     return response
+
+
+def prepared(call: HttpCall) -> requests.PreparedRequest:
+    """The HTTP request for `call`: its JSON body encoded once, no cookies, no compression asked."""
+    body = json.dumps(call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    url = call.url if not call.params else f"{call.url}?{urlencode(call.params)}"
+    request = requests.PreparedRequest()
+    request.method = "POST"
+    request.url = requote_uri(url)
+    request.headers = CaseInsensitiveDict(
+        {"User-Agent": USER_AGENT, "Content-Type": "application/json", "Content-Length": str(len(body))}
+    )
+    request.headers.update(call.headers)
+    request.body = body
+    request.hooks = {"response": []}
+    return request
 
 
 def send(session: requests.Session, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:

@@ -18,12 +18,16 @@ def json_body() -> dict:
     if not raw.strip():
         raise BadRequest("Request body is empty: send a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"Request body must be a JSON object, not a JSON {type(body).__name__}")
     return body
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def page_arg(name: str, default: int, maximum: int | None) -> int:

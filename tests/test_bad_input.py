@@ -45,6 +45,8 @@ def post_raw(client, data, **headers):
         (b'"just a string"', "must be a JSON object"),
         (b"", "empty"),
         (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b'{"model": "mock-model", "messages": [], "temperature": NaN}', "NaN is not a JSON number"),
+        (b'{"model": "mock-model", "messages": [], "top_p": -Infinity}', "-Infinity is not a JSON number"),
     ],
 )
 def test_unparsable_body_is_400(client, baseline, data, fragment):

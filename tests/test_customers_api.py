@@ -261,9 +261,12 @@ def test_bad_admin_input_is_refused_and_writes_nothing(client, post, path, body,
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_money_is_400(post, value):
+def test_non_finite_money_is_400_and_creates_nothing(client, post, value):
+    # NaN and Infinity are not JSON: the body is refused before any field is read.
     data = '{"user_id": "x", "max_budget": ' + value + "}"
-    assert_openai_error(post("/customer/new", data=data), 400, param="max_budget")
+    error = assert_openai_error(post("/customer/new", data=data), 400, "invalid_request_error")
+    assert f"{value} is not a JSON number" in error["message"]
+    assert client.get("/customer/info?end_user_id=x", headers=AUTH).status_code == 404
 
 
 @pytest.mark.parametrize(
