@@ -9,6 +9,9 @@ Every error a client sees has the OpenAI envelope:
     ├── AuthError             401  auth_error
     ├── Forbidden             403  (type given by the raiser)
     ├── NotFound              404  not_found
+    ├── (409 idempotency_conflict, raised as a plain ProxyError by routes/llm.py)
+    ├── BudgetExceeded        422  budget_exceeded (status from budget_exceeded_status_code)
+    ├── RateLimited           429  rate_limit_error, with retry-after
     └── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
 
 Werkzeug's HTTP exceptions (unknown route, wrong method, body too large) are mapped here too,
@@ -71,6 +74,16 @@ class Forbidden(ProxyError):
 class NotFound(ProxyError):
     status = 404
     type = "not_found"
+
+
+class BudgetExceeded(ProxyError):
+    status = 422
+    type = "budget_exceeded"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    type = "rate_limit_error"
 
 
 def error_body(status: int, message: str, type: str, param: str | None = None) -> dict:

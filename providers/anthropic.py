@@ -14,10 +14,10 @@ from typing import Any
 
 from providers.base import (
     HttpCall,
+    NotForThisProvider,
     Reply,
     SessionPool,
     UpstreamBadResponse,
-    UpstreamError,
     UpstreamHTTPError,
     Usage,
     openai_usage,
@@ -36,11 +36,8 @@ FINISH_REASONS = {"max_tokens": "length", "tool_use": "tool_calls", "refusal": "
 STREAM_ERROR_STATUS = {"invalid_request_error": 400, "rate_limit_error": 429, "overloaded_error": 529}
 
 
-class UntranslatableRequest(UpstreamError):
-    """The OpenAI body has something the Messages API cannot express; the client gets a 400."""
-
-    client_status = 400
-    type = "invalid_request_error"
+class UntranslatableRequest(NotForThisProvider):
+    """The OpenAI body has something the Messages API cannot express."""
 
 
 class AnthropicAdapter:

@@ -9,7 +9,8 @@ and the provider's answer back into an OpenAI-shaped reply with normalized usage
     ├── UpstreamUnavailable         502 (connection refused, reset, DNS)
     ├── UpstreamTimeout             504
     ├── UpstreamBadResponse         502 (not JSON, not an object)
-    └── UnsupportedParams           400 (parameters the provider rejects, drop_params off)
+    └── NotForThisProvider          400 (the client's request cannot go to this provider)
+        └── UnsupportedParams       400 (parameters the provider rejects, drop_params off)
 """
 
 from __future__ import annotations
@@ -89,11 +90,15 @@ class UpstreamHTTPError(UpstreamError):
             self.type = type or "invalid_request_error"
 
 
-class UnsupportedParams(UpstreamError):
-    """The request has parameters the provider rejects and `drop_params` is off: a 400, not retried."""
+class NotForThisProvider(UpstreamError):
+    """The request cannot be sent to this provider as it is: the client's to fix, a 400, not retried."""
 
     client_status = 400
     type = "invalid_request_error"
+
+
+class UnsupportedParams(NotForThisProvider):
+    """The request has parameters the provider rejects and `drop_params` is off."""
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -89,16 +89,17 @@ def customer_new():
     gw = gateway_state.current()
     user_id = fields.customer_id(body.get("user_id"))
     budget = fields.budget_columns(body, nulls_clear=False)
-    budget_id = fields.text(body.get("budget_id"), "budget_id")
+    given = _customer_changes(body)
+    budget_id = given.get("budget_id")
     _one_budget_source(budget_id, budget)
     customer = Customer(
         user_id=user_id,
-        spend_units=fields.money(body.get("spend"), "spend") or 0,
-        blocked=bool(fields.boolean(body.get("blocked"), "blocked")),
-        alias=fields.text(body.get("alias"), "alias"),
-        allowed_model_region=fields.region(body.get("allowed_model_region")),
-        default_model=_configured_model(body.get("default_model")),
-        models=tuple(fields.string_list(body.get("models"), "models") or ()),
+        spend_units=given.get("spend_units", 0),
+        blocked=given.get("blocked", False),
+        alias=given.get("alias"),
+        allowed_model_region=given.get("allowed_model_region"),
+        default_model=given.get("default_model"),
+        models=tuple(given.get("models", ())),
         budget=Budget(budget_id) if budget_id is not None else None,
     )
     try:
@@ -140,7 +141,7 @@ def _one_budget_source(budget_id: str | None, budget: dict) -> None:
 
 
 def _customer_changes(body: dict) -> dict:
-    """The customer fields the body sets; a null leaves a field as it is."""
+    """The customer fields the body sets, checked; a null is the same as leaving a field out."""
     readers = {
         "alias": lambda v: fields.text(v, "alias"),
         "blocked": lambda v: fields.boolean(v, "blocked"),

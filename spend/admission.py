@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from config import Deployment
-from errors import BadRequest, Forbidden, ProxyError
+from errors import BadRequest, BudgetExceeded, Forbidden, RateLimited
 from providers.base import Usage
 from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
@@ -25,16 +25,6 @@ DEFAULT_OUTPUT_LIMIT = 16384
 IMAGE_TOKEN_ALLOWANCE = 2000
 RESERVATION_GRACE_SECONDS = 60.0
 _OUTPUT_KEYS = ("max_tokens", "max_completion_tokens")
-
-
-class BudgetExceeded(ProxyError):
-    status = 422
-    type = "budget_exceeded"
-
-
-class RateLimited(ProxyError):
-    status = 429
-    type = "rate_limit_error"
 
 
 @dataclass(frozen=True)

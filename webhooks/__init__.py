@@ -1,0 +1,1 @@
+"""Webhook events for customers: `events` builds them (pure), `dispatcher` delivers the outbox."""

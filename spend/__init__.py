@@ -1,0 +1,1 @@
+"""Money and the spend store: pricing, periods, budgets and admission, and the storage backends."""
