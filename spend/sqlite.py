@@ -269,17 +269,28 @@ class SQLiteStore(CustomerAdmin, Outbox):
 
 
 def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
-    """Create the customer if unseen, then reserve or refuse, inside the caller's transaction."""
+    """Create the customer if unseen, then reserve or refuse, inside the caller's transaction.
+
+    A known customer costs one read of its accounts; the inserts that create a customer and its
+    accounts run only when the read finds some missing (an account exists only for a customer).
+    """
     customer, now = request.customer_id, request.now
-    scopes = [limit.scope for limit in request.limits]
-    _ensure_customer(connection, customer, now)
-    for scope in scopes:
-        connection.execute(
-            "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (customer, scope),
-        )
-    _release_expired(connection, customer, now)
-    accounts = _accounts(connection, customer, scopes)
+    scopes = list(dict.fromkeys(limit.scope for limit in request.limits))
+    accounts = _accounts(connection, customer, scopes) if scopes else {}
+    missing = [scope for scope in scopes if scope not in accounts]
+    if missing or not scopes:
+        _ensure_customer(connection, customer, now)
+        for scope in missing:
+            connection.execute(
+                "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (customer, scope),
+            )
+            accounts[scope] = Account()
+    if any(account.reserved_units for account in accounts.values()):
+        for scope, units in _release_expired(connection, customer, now):
+            if scope in accounts:
+                held = accounts[scope]
+                accounts[scope] = Account(held.spend_units, held.reserved_units - units, held.period_end)
     if request.rate_limits is not None:
         over_rate = budgets.check_rate(request.rate_limits, _rate_usage(connection, customer, now), now)
         if over_rate is not None:
@@ -299,18 +310,22 @@ def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | 
 
 
 def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement: Settlement) -> None:
-    """Release, charge, announce and log one call, inside the caller's transaction."""
+    """Release, charge, announce and log one call, inside the caller's transaction.
+
+    The reservation is given back in the same statement that adds the cost to its account.
+    """
     customer, now = record.customer_id, record.ended_at
-    if settlement.reserved:
-        _release(connection, record.request_id)
+    holder, released = _release(connection, record.request_id) if settlement.reserved else (None, {})
     if customer is not None and record.status == "success":
-        _ensure_customer(connection, customer, now, account=False)
-        spend = {
-            charge.scope: _charge(connection, customer, charge, record.cost_units, now) for charge in settlement.charges
-        }
+        spend = {}
+        for charge in settlement.charges:
+            freed = released.pop(charge.scope, 0) if holder == customer else 0
+            spend[charge.scope] = _charge(connection, customer, charge, record.cost_units, now, freed)
         if settlement.notify is not None and record.priced:
             events = webhook_events.for_charge(settlement.notify, customer, record.cost_units, spend[""], now)
             add_events(connection, events, now)
+    if released:
+        _unreserve(connection, holder, list(released.items()))
     if settlement.idempotency is not None:
         _finish_idempotency(connection, settlement, record)
     if settlement.rate_tracked:
@@ -387,31 +402,44 @@ def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float, *
         )
 
 
-def _charge(connection: sqlite3.Connection, user_id: str, charge, cost_units: int, now: float) -> int:
-    """Add a call's cost to one account (starting a new window if the last one ended); the new spend."""
-    return connection.execute(
-        "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
-        "WHEN period_end IS NOT NULL AND period_end <= ? THEN excluded.spend_units "
-        "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end RETURNING spend_units",
-        (user_id, charge.scope, cost_units, charge.window_end, now),
-    ).fetchone()[0]
+_CHARGE = (
+    "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
+    "WHEN period_end IS NOT NULL AND period_end <= ?6 THEN excluded.spend_units "
+    "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end, "
+    "reserved_units = reserved_units - ?5 RETURNING spend_units"
+)
 
 
-def _release_expired(connection: sqlite3.Connection, user_id: str, now: float) -> None:
-    """Give back what calls reserved and never settled (their worker died mid-call)."""
+def _charge(connection: sqlite3.Connection, user_id: str, charge, cost_units: int, now: float, released: int) -> int:
+    """Add a call's cost to one account (starting a new window if the last one ended) and give
+    back the `released` units its reservation held; the new spend.
+
+    A customer that is new, or was deleted while its call ran, is created first.
+    """
+    params = (user_id, charge.scope, cost_units, charge.window_end, released, now)
+    try:
+        return connection.execute(_CHARGE, params).fetchone()[0]
+    except sqlite3.IntegrityError:  # no such customer (the account's foreign key)
+        _ensure_customer(connection, user_id, now, account=False)
+        return connection.execute(_CHARGE, params).fetchone()[0]
+
+
+def _release_expired(connection: sqlite3.Connection, user_id: str, now: float) -> list[tuple[str, int]]:
+    """Give back what calls reserved and never settled (their worker died mid-call); (scope, units) each."""
     expired = connection.execute(
         "DELETE FROM reservations WHERE user_id = ? AND expires_at <= ? RETURNING scope, units", (user_id, now)
     ).fetchall()
     _unreserve(connection, user_id, expired)
+    return expired
 
 
-def _release(connection: sqlite3.Connection, request_id: str) -> None:
-    released = connection.execute(
+def _release(connection: sqlite3.Connection, request_id: str) -> tuple[str | None, dict[str, int]]:
+    """Delete a call's reservations: whose they were, and the units they held by scope."""
+    rows = connection.execute(
         "DELETE FROM reservations WHERE request_id = ? RETURNING user_id, scope, units", (request_id,)
     ).fetchall()
-    if released:
-        _unreserve(connection, released[0][0], [(scope, units) for _, scope, units in released])
+    return (rows[0][0] if rows else None), {scope: units for _, scope, units in rows}
 
 
 def _unreserve(connection: sqlite3.Connection, user_id: str, rows: list) -> None:

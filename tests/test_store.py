@@ -178,3 +178,38 @@ def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(store)
     assert sorted(errors) == [0, 4, 8, 12]
     assert store.get_customer("grouped").spend_units == 1 + 12 * 10
     assert len(store.spend_logs("grouped")) == 13
+
+
+def accounts(store, customer: str) -> list[tuple[int, int]]:
+    """(spend_units, reserved_units) of each of the customer's accounts."""
+    query = "SELECT spend_units, reserved_units FROM spend_accounts WHERE user_id = ? ORDER BY scope"
+    return store._connection().execute(query, (customer,)).fetchall()
+
+
+def test_customer_deleted_while_its_call_ran_is_created_again_and_charged(store):
+    from spend.budgets import Estimate, Limit
+    from spend.store import AdmissionRequest, Settlement
+
+    record = call("gone", cost=40)
+    limit = Limit("", 1_000)
+    store.admit(AdmissionRequest(record.request_id, "gone", (limit,), Estimate(100, 0, 1), now=record.started_at,
+                                 expires_at=record.started_at + 600))  # fmt: skip
+    store.delete_customers(["gone"])
+    store.record_call(record, Settlement(reserved=True))
+    assert accounts(store, "gone") == [(40, 0)]
+    assert store._connection().execute("SELECT COUNT(*) FROM reservations").fetchone() == (0,)
+
+
+def test_settlement_gives_back_the_reservation_and_charges_the_cost(store):
+    from spend.budgets import Estimate, Limit
+    from spend.store import AdmissionRequest, Settlement
+
+    first, second = call("held", cost=30), call("held", cost=50)
+    for record in (first, second):
+        store.admit(AdmissionRequest(record.request_id, "held", (Limit("", 10_000),), Estimate(1_000, 0, 1),
+                                     now=record.started_at, expires_at=record.started_at + 600))  # fmt: skip
+    assert accounts(store, "held") == [(0, 2_000)]
+    store.record_call(first, Settlement(reserved=True))
+    assert accounts(store, "held") == [(30, 1_000)]
+    store.record_call(second, Settlement(reserved=True))
+    assert accounts(store, "held") == [(80, 0)]
