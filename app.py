@@ -20,7 +20,7 @@ from config import Config, load_config
 from errors import register_error_handlers
 from gateway import Gateway
 from plain_json import PlainJSONProvider
-from providers.base import SessionPool
+from providers.http import Upstreams
 from providers.router import Router
 from routes import budgets, customers, health, llm, spend_logs, webhooks
 from spend.pricing import pricer_for
@@ -34,7 +34,7 @@ def create_app(
     config: Config | None = None,
     *,
     store: SpendStore | None = None,
-    http: SessionPool | None = None,
+    http: Upstreams | None = None,
     clock: Callable[[], float] | None = None,
 ) -> Flask:
     """Build the app. Reads `CONFIG_FILE_PATH` (default `./config.yaml`) when no config is given."""
@@ -51,7 +51,7 @@ def create_app(
     gateway = Gateway(
         config=config,
         store=store,
-        http=http or SessionPool(),
+        http=http or Upstreams(),
         clock=clock or time.time,
         router=Router(config.deployments),
         pricers={deployment.id: pricer_for(deployment) for deployment in config.deployments},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from config import Config
-from providers.base import SessionPool
+from providers.http import Upstreams
 from providers.router import Router
 from spend.pricing import Pricer
 from spend.store import SpendStore
@@ -20,7 +20,7 @@ from webhooks.events import Notify
 class Gateway:
     config: Config
     store: SpendStore
-    http: SessionPool
+    http: Upstreams
     clock: Callable[[], float]
     router: Router
     pricers: dict[str, Pricer]

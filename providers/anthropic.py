@@ -16,13 +16,13 @@ from providers.base import (
     HttpCall,
     NotForThisProvider,
     Reply,
-    SessionPool,
     UpstreamBadResponse,
     UpstreamHTTPError,
     Usage,
     openai_usage,
     send,
 )
+from providers.http import Upstreams
 from providers.streaming import DONE, Stream, open_stream, sse, sse_events, wants_usage
 
 DEFAULT_BASE = "https://api.anthropic.com"
@@ -99,16 +99,16 @@ class AnthropicAdapter:
         }
         return Reply(body=reply, usage=usage)
 
-    def complete(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Reply:
+    def complete(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Reply:
         """One non-streaming call: build, send, translate the answer."""
         call = self.build_request(deployment, body, path)
-        data, _ = send(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        data, _ = send(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
         return self.parse_response(deployment, data)
 
-    def stream(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Stream:
+    def stream(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Stream:
         """Open a Messages stream and translate its events into OpenAI chunks as they arrive."""
         call = self.build_request(deployment, {**body, "stream": True}, path)
-        response = open_stream(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        response = open_stream(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
         translator = self.stream_translator(deployment)
         stream = Stream((), response.close)
 

@@ -16,19 +16,14 @@ and the provider's answer back into an OpenAI-shaped reply with normalized usage
 from __future__ import annotations
 
 import json
-import threading
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-import requests
-from requests.structures import CaseInsensitiveDict
-from requests.utils import requote_uri
+from providers.http import Response, TransportError, TransportTimeout, Upstreams
 
-CONNECT_TIMEOUT = 10.0
-USER_AGENT = "Tollgate"
 MAX_ERROR_MESSAGE = 500
+URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what stays as written in a URL; anything else is percent-encoded
 
 
 @dataclass(frozen=True)
@@ -114,52 +109,25 @@ class UpstreamBadResponse(UpstreamError):
     pass
 
 
-class SessionPool:
-    """One `requests.Session` per thread, created lazily so nothing is opened before fork.
-
-    requests reads the proxy variables (and ~/.netrc) from the environment on every call, which
-    costs more than the rest of a relayed call; unless a proxy is configured (HTTPS_PROXY,
-    HTTP_PROXY, …), the sessions skip that lookup.
-    """
-
-    def __init__(self, pool_size: int = 64):
-        self._local = threading.local()
-        self._pool_size = pool_size
-        self._trust_env = bool(urllib.request.getproxies())
-
-    def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = self._trust_env
-            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self._pool_size)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return session
-
-
-def post(session: requests.Session, call: HttpCall, timeout: float, label: str, stream: bool = False):
+def post(http: Upstreams, call: HttpCall, timeout: float, label: str, stream: bool = False) -> Response:
     """POST `call`; the response when its status is below 400, else the upstream error raised.
 
     `label` names the deployment in error messages; URLs and keys never appear in them. With
     `stream`, the body is left unread for the caller to iterate.
     """
-    request = prepared(call)
-    proxies = requests.utils.get_environ_proxies(request.url) if session.trust_env else {}
+    body = json.dumps(call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    url = quote(call.url if not call.params else f"{call.url}?{urlencode(call.params)}", safe=URL_SAFE)
     try:
-        # The session's adapter directly: `Session.request` would merge cookies, hooks, auth and
-        # settings we never use, at about a third of the CPU of a whole relayed call.
-        response = session.get_adapter(request.url).send(
-            request, stream=stream, timeout=(min(CONNECT_TIMEOUT, timeout), timeout), proxies=proxies
-        )
-    except requests.Timeout:
+        response = http.post(url, body, {"Content-Type": "application/json", **call.headers}, timeout, stream)
+    except TransportTimeout:
         raise UpstreamTimeout(f"Upstream {label} did not answer within {timeout:g}s") from None
-    except requests.RequestException as exc:
-        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({type(exc).__name__})") from None
+    except TransportError as exc:
+        raise UpstreamUnavailable(f"Upstream {label} is unreachable ({exc})") from None
     if response.status_code >= 400:
-        raw = response.content
-        response.close()
+        try:
+            raw = response.content
+        except TransportError:
+            raw = b""
         message, error_type = error_details(raw)
         if response.status_code >= 500:
             message = f"Upstream {label} returned HTTP {response.status_code}: {message}"
@@ -167,25 +135,9 @@ def post(session: requests.Session, call: HttpCall, timeout: float, label: str, 
     return response
 
 
-def prepared(call: HttpCall) -> requests.PreparedRequest:
-    """The HTTP request for `call`: its JSON body encoded once, no cookies, no compression asked."""
-    body = json.dumps(call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    url = call.url if not call.params else f"{call.url}?{urlencode(call.params)}"
-    request = requests.PreparedRequest()
-    request.method = "POST"
-    request.url = requote_uri(url)
-    request.headers = CaseInsensitiveDict(
-        {"User-Agent": USER_AGENT, "Content-Type": "application/json", "Content-Length": str(len(body))}
-    )
-    request.headers.update(call.headers)
-    request.body = body
-    request.hooks = {"response": []}
-    return request
-
-
-def send(session: requests.Session, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:
+def send(http: Upstreams, call: HttpCall, timeout: float, label: str) -> tuple[dict, bytes]:
     """POST `call` and return the decoded JSON object and its raw bytes."""
-    raw = post(session, call, timeout, label).content
+    raw = post(http, call, timeout, label).content
     try:
         data = json.loads(raw)
     except ValueError:

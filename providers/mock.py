@@ -13,7 +13,8 @@ import time
 import uuid
 
 from providers import tokens
-from providers.base import Reply, SessionPool, Usage, openai_usage
+from providers.base import Reply, Usage, openai_usage
+from providers.http import Upstreams
 from providers.streaming import DONE, Stream, sse, wants_usage
 
 
@@ -29,7 +30,7 @@ class MockAdapter:
             prompt_tokens=tokens.count_messages(body.get("messages")), completion_tokens=tokens.count_text(text)
         )
 
-    def complete(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Reply:
+    def complete(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Reply:
         if path == "embeddings":
             return self.embed(deployment, body)
         if deployment.mock_latency_ms:
@@ -56,7 +57,7 @@ class MockAdapter:
         }
         return Reply(body=reply, usage=usage)
 
-    def stream(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Stream:
+    def stream(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Stream:
         """The reply word by word as `chat.completion.chunk` events, usage last."""
         text = self.reply_text(deployment, body)
         words = re.findall(r"\S+\s*", text) or [text]

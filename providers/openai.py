@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from providers.base import HttpCall, Reply, SessionPool, UnsupportedParams, send, usage_from_openai
+from providers.base import HttpCall, Reply, UnsupportedParams, send, usage_from_openai
+from providers.http import Upstreams
 from providers.streaming import Stream, open_stream, openai_stream, wants_usage
 
 # Request fields that are LiteLLM's or Tollgate's own, never sent to an upstream.
@@ -56,17 +57,17 @@ class OpenAIAdapter:
         """The reply for the client: the upstream's body unchanged, with its usage read."""
         return Reply(body=data, usage=usage_from_openai(data), raw=raw)
 
-    def complete(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Reply:
+    def complete(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Reply:
         call = self.build_request(deployment, body, path)
-        data, raw = send(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        data, raw = send(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
         return self.parse_response(deployment, data, raw)
 
-    def stream(self, http: SessionPool, deployment, body: dict, path: str = "chat/completions") -> Stream:
+    def stream(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Stream:
         """Open the upstream stream, asking for usage so the call can be charged exactly."""
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
         payload = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
         call = self.build_request(deployment, payload, path)
-        response = open_stream(http.session(), call, deployment.timeout, label=f"'{deployment.model_name}'")
+        response = open_stream(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
         return openai_stream(response, wants_usage(body))
 
 

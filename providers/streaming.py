@@ -11,23 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 
-import requests
-
 from providers.base import HttpCall, Usage, post, usage_from_openai
+from providers.http import Response, Upstreams
 
 DONE = b"data: [DONE]\n\n"
 
 
-def open_stream(session: requests.Session, call: HttpCall, timeout: float, label: str) -> requests.Response:
+def open_stream(http: Upstreams, call: HttpCall, timeout: float, label: str) -> Response:
     """POST `call` for a stream; the response once its status says the stream has begun."""
-    return post(session, call, timeout, label, stream=True)
+    return post(http, call, timeout, label, stream=True)
 
 
-def sse_events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
+def sse_events(response: Response) -> Iterator[tuple[str | None, str]]:
     """(event name, data) of each server-sent event, as soon as its blank line arrives."""
     buffer = b""
     event, data = None, []
-    for piece in response.iter_content(chunk_size=None):
+    for piece in response.iter_content():
         buffer += piece
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
@@ -71,7 +70,7 @@ class Stream:
                 self.text += delta["content"]
 
 
-def openai_stream(response: requests.Response, client_wants_usage: bool) -> Stream:
+def openai_stream(response: Response, client_wants_usage: bool) -> Stream:
     """Relay an OpenAI-style stream unchanged, minus the usage chunk the client did not ask for."""
     stream = Stream((), response.close)
 

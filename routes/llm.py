@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-import requests
 from flask import Blueprint, Response, g, jsonify, request
 
 import calls
 import gateway as gateway_state
 from errors import BadRequest, ProxyError
 from providers.base import UpstreamError
+from providers.http import TransportError
 from providers.streaming import sse
 from routes import json_body
 from spend.pricing import usd_text
@@ -110,7 +110,7 @@ def _stream_response(call: calls.Call, stream) -> Response:
                     transcript.append(event)
                     size += len(event)
                 yield event
-        except (requests.RequestException, UpstreamError) as exc:
+        except (TransportError, UpstreamError) as exc:
             error = f"stream cut by the upstream ({type(exc).__name__})"
             status = exc.client_status if isinstance(exc, UpstreamError) else 502
             yield sse({"error": {"message": error, "type": "upstream_error", "param": None, "code": str(status)}})

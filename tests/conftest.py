@@ -1,13 +1,13 @@
-"""Fixtures: an app on a real SQLite file, a test client, and `responses` at the HTTP boundary."""
+"""Fixtures: an app on a real SQLite file, a test client, and a real local upstream at the HTTP boundary."""
 
 from __future__ import annotations
 
 import pytest
-import responses
 
 from app import create_app
 from config import load_config
 from tests.helpers import AUTH, MASTER_KEY, write_config
+from tests.local_upstream import LocalUpstream
 
 
 @pytest.fixture
@@ -16,12 +16,15 @@ def environ(tmp_path):
 
 
 @pytest.fixture
-def make_app(tmp_path, environ):
-    """Build an app from config sections: `make_app(model_list=[…], litellm_settings={…})`."""
+def make_app(tmp_path, environ, upstream):
+    """Build an app from config sections: `make_app(model_list=[…], litellm_settings={…})`.
+
+    Its calls to upstream hosts (all but 127.0.0.1) reach the test's `upstream` server.
+    """
 
     def make(model_list=None, **sections):
         path = write_config(tmp_path, model_list, **sections)
-        return create_app(load_config(str(path), environ))
+        return create_app(load_config(str(path), environ), http=upstream.transport())
 
     return make
 
@@ -43,9 +46,11 @@ def store(app):
 
 @pytest.fixture
 def upstream():
-    """Fake upstream HTTP: every registered response must be used, nothing else is reachable."""
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
+    """The upstream HTTP server: every registered answer must be used, nothing else answers."""
+    server = LocalUpstream()
+    yield server
+    server.stop()
+    assert not server.unfired(), f"registered but never requested: {server.unfired()}"
 
 
 @pytest.fixture

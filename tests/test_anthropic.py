@@ -1,7 +1,7 @@
 """The Anthropic adapter: OpenAI chat bodies to Messages calls and Anthropic answers back.
 
 The response and stream samples follow the shapes documented for the Messages API; the upstream
-is faked only at the HTTP boundary (`responses`).
+is faked only at the HTTP boundary (a local upstream server, `tests/local_upstream.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from config import Deployment
 from providers.anthropic import AnthropicAdapter, AnthropicStreamTranslator, UntranslatableRequest
-from providers.base import SessionPool, UpstreamBadResponse, UpstreamHTTPError, Usage
+from providers.base import UpstreamBadResponse, UpstreamHTTPError, Usage
 
 NOW = 1_700_000_000
 MESSAGES_URL = "https://api.anthropic.com/v1/messages"
@@ -471,7 +471,7 @@ def test_body_that_is_not_a_message_is_a_bad_response(adapter, data):
 def test_complete_posts_translated_body_with_anthropic_headers(adapter, upstream):
     upstream.post(MESSAGES_URL, json=CACHED_REPLY)
     body = {"model": "claude", "messages": [{"role": "system", "content": "Be brief."}, *HELLO], "user": "u1"}
-    reply = adapter.complete(SessionPool(), DEPLOYMENT, body)
+    reply = adapter.complete(upstream.transport(), DEPLOYMENT, body)
 
     sent = upstream.calls[0].request
     assert sent.url == MESSAGES_URL
@@ -508,7 +508,7 @@ def test_anthropic_error_body_raises_upstream_error_with_its_message(
     upstream.post(MESSAGES_URL, status=status, json=error)
 
     with pytest.raises(UpstreamHTTPError) as raised:
-        adapter.complete(SessionPool(), DEPLOYMENT, {"model": "claude", "messages": HELLO})
+        adapter.complete(upstream.transport(), DEPLOYMENT, {"model": "claude", "messages": HELLO})
 
     assert raised.value.status == status
     assert raised.value.client_status == client_status

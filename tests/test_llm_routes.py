@@ -7,7 +7,6 @@ import time
 from decimal import Decimal
 
 import pytest
-import responses
 
 from tests.helpers import AUTH, CUSTOMER_KEYS, PRICED, UPSTREAM, UPSTREAM_KEY, chat_body, openai_reply
 
@@ -182,7 +181,7 @@ def test_azure_deployment_uses_deployment_url_api_version_and_api_key_header(mak
     upstream.post(
         "https://example.openai.azure.test/openai/deployments/my-deployment/chat/completions",
         json=openai_reply(),
-        match=[responses.matchers.query_param_matcher({"api-version": "2024-06-01"})],
+        params={"api-version": "2024-06-01"},
     )
     response = client.post("/chat/completions", json=chat_body(model="azure-gpt"), headers=AUTH)
 

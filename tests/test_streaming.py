@@ -213,7 +213,6 @@ def test_anthropic_stream_is_translated_and_charged_from_its_usage(make_app, ups
 
 
 def test_azure_streams_from_its_deployment_url(make_app, upstream):
-    import responses
 
     models = [
         {
@@ -242,7 +241,7 @@ def test_azure_streams_from_its_deployment_url(make_app, upstream):
         "https://az.test/openai/deployments/dep/chat/completions",
         body=sse_body,
         content_type="text/event-stream",
-        match=[responses.matchers.query_param_matcher({"api-version": "2024-10-21"})],
+        params={"api-version": "2024-10-21"},
     )
     events = events_of(client.post("/chat/completions", json=chat_body(model="az", stream=True), headers=AUTH).data)
     assert [e["choices"][0]["delta"]["content"] for e in events[:-1]] == ["hi"]

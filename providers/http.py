@@ -1,0 +1,218 @@
+"""HTTP to the upstreams: `http.client` over connections kept open per thread.
+
+Every relayed call goes through `Upstreams.post`. A thread keeps the connections it opened (one
+idle connection per host is reused; the others are closed when returned), so nothing opened
+before gunicorn forks is used after it and no lock is taken on the hot path. `http.client`
+rather than `requests`: a relayed call costs well under half the CPU (`bench/` has the figures),
+and Tollgate needs none of what `requests` adds on top (cookies, redirects, auth helpers).
+
+- TLS with the system's trusted certificates and host-name checks (`ssl.create_default_context`).
+- A proxy from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once
+  at start): HTTPS goes through a `CONNECT` tunnel, plain HTTP is sent to the proxy with the
+  absolute URL; credentials in the proxy URL are sent as `Proxy-Authorization: Basic`.
+- A kept-open connection the upstream closed meanwhile is noticed before reuse; if the upstream
+  drops one just as a request is sent on it, the request is sent once more on a new connection
+  (nothing was answered, so nothing was served).
+- `resolve` (tests and diagnostics, like curl's `--connect-to`) maps the URL's scheme, host and
+  port to the ones actually connected to; the request keeps the URL's `Host`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import select
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from urllib.parse import unquote, urlsplit
+
+CONNECT_TIMEOUT = 10.0
+USER_AGENT = "Tollgate"
+READ_SIZE = 65536
+
+Address = tuple[str, str, int]  # scheme, host, port
+Resolve = Callable[[str, str, int], Address]
+
+
+class TransportError(Exception):
+    """The upstream could not be reached, or the exchange broke before an answer was read."""
+
+
+class TransportTimeout(TransportError):
+    """Connecting or waiting for the answer took longer than the call's timeout."""
+
+
+class Response:
+    """An upstream's answer: status, headers, and the body read at once or streamed."""
+
+    def __init__(self, raw: http.client.HTTPResponse, done: Callable[[bool], None], content: bytes | None):
+        self.status_code = raw.status
+        self.headers = raw.headers
+        self._raw, self._done, self._content = raw, done, content
+        self._finished = content is not None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = b"".join(self.iter_content())
+        return self._content
+
+    def iter_content(self) -> Iterator[bytes]:
+        """The body as it arrives; the connection is kept for reuse only when it was read to the end."""
+        try:
+            while piece := self._raw.read1(READ_SIZE):
+                yield piece
+        except TimeoutError:
+            self.close()
+            raise TransportTimeout("timed out reading the answer") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise TransportError(f"the answer broke off ({type(exc).__name__})") from None
+        self._finish(reusable=True)
+
+    def close(self) -> None:
+        self._finish(reusable=False)
+
+    def _finish(self, reusable: bool) -> None:
+        if not self._finished:
+            self._finished = True
+            self._done(reusable and not self._raw.will_close)
+
+
+class Upstreams:
+    """The upstream connections of every thread of this process."""
+
+    def __init__(self, resolve: Resolve | None = None):
+        self._local = threading.local()
+        self._resolve = resolve
+        self._proxies = urllib.request.getproxies()
+        self._tls: ssl.SSLContext | None = None
+
+    def post(self, url: str, body: bytes, headers: dict, timeout: float, stream: bool = False) -> Response:
+        """POST `body` to `url`; the response with its body read, or left to stream with `stream`.
+
+        Raises TransportTimeout or TransportError; any HTTP status is returned as it came.
+        """
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host, port = parts.hostname or "", parts.port or (443 if https else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = self._proxy(parts.scheme, host)
+        sent = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT, **headers}
+        sent["Content-Length"] = str(len(body))
+        if proxy is not None and not https:  # a plain-HTTP proxy takes the absolute URL
+            target = f"http://{sent['Host']}{target}"
+            sent.update(_proxy_auth(proxy))
+        key = (parts.scheme, host, port)
+        for fresh in (False, True):
+            connection, reused = self._checkout(key, proxy, timeout, fresh)
+            try:
+                connection.sock.settimeout(timeout)
+                connection.request("POST", target, body, sent)
+                raw = connection.getresponse()
+                content = None if stream else raw.read()
+            except TimeoutError:
+                connection.close()
+                raise TransportTimeout(f"no answer within {timeout:g}s") from None
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                if reused and isinstance(exc, _DROPPED):
+                    continue  # the upstream closed this kept-open connection as we sent: nothing was served
+                raise TransportError(type(exc).__name__) from None
+            done = self._returner(key, connection)
+            response = Response(raw, done, content)
+            if content is not None:
+                done(not raw.will_close)
+            return response
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close this thread's idle connections."""
+        for connection in getattr(self._local, "idle", {}).values():
+            connection.close()
+        self._local.idle = {}
+
+    def _checkout(
+        self, key: Address, proxy: str | None, timeout: float, fresh: bool
+    ) -> tuple[http.client.HTTPConnection, bool]:
+        idle: dict = self._local.__dict__.setdefault("idle", {})
+        connection = idle.pop(key, None)
+        if connection is not None and not fresh and not _dropped(connection):
+            return connection, True
+        if connection is not None:
+            connection.close()
+        return self._open(key, proxy, min(CONNECT_TIMEOUT, timeout)), False
+
+    def _returner(self, key: Address, connection: http.client.HTTPConnection) -> Callable[[bool], None]:
+        idle: dict = self._local.idle
+
+        def done(reusable: bool) -> None:
+            if reusable and key not in idle:
+                idle[key] = connection
+            else:
+                connection.close()
+
+        return done
+
+    def _open(self, key: Address, proxy: str | None, connect_timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        if self._resolve is not None:
+            scheme, host, port = self._resolve(scheme, host, port)
+        try:
+            if proxy is not None:
+                proxy_parts = urlsplit(proxy)
+                proxy_host, proxy_port = proxy_parts.hostname or "", proxy_parts.port or 80
+                if scheme == "https":
+                    connection = http.client.HTTPSConnection(
+                        proxy_host, proxy_port, timeout=connect_timeout, context=self._context()
+                    )
+                    connection.set_tunnel(host, port, headers=_proxy_auth(proxy))
+                else:
+                    connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=connect_timeout)
+            elif scheme == "https":
+                connection = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=self._context())
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+            connection.connect()
+        except TimeoutError:
+            raise TransportTimeout(f"no connection within {connect_timeout:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(type(exc).__name__) from None
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    def _proxy(self, scheme: str, host: str) -> str | None:
+        if not self._proxies:
+            return None
+        proxy = self._proxies.get(scheme) or self._proxies.get("all")
+        if proxy is None or urllib.request.proxy_bypass(host):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+
+_DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether a kept-open connection was closed by the other side (readable while idle)."""
+    if connection.sock is None:
+        return True
+    poller = select.poll()  # not select(): with a thousand streams open, descriptors pass 1024
+    poller.register(connection.sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _proxy_auth(proxy: str) -> dict:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return {}
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode()}
