@@ -91,16 +91,22 @@ def _dispatcher(config: Config, store: SpendStore, clock: Callable[[], float] | 
 
 
 def start_background_work(app: Flask) -> None:
-    """Start this process's background threads; gunicorn calls it after fork, requests make sure."""
-    dispatcher = app.extensions["tollgate"].dispatcher
-    if dispatcher is not None:
-        dispatcher.start()
+    """Start this process's background threads: gunicorn calls it after fork.
+
+    The webhook dispatcher is also started by the first request of a process (so it runs under
+    any server); the store's upkeep has a fallback inside SQLite and runs only when started here.
+    """
+    gateway = app.extensions["tollgate"]
+    gateway.store.start_background()
+    if gateway.dispatcher is not None:
+        gateway.dispatcher.start()
 
 
 def stop_background_work(app: Flask) -> None:
-    dispatcher = app.extensions["tollgate"].dispatcher
-    if dispatcher is not None:
-        dispatcher.stop()
+    gateway = app.extensions["tollgate"]
+    if gateway.dispatcher is not None:
+        gateway.dispatcher.stop()
+    gateway.store.stop_background()
 
 
 def assign_request_id() -> None:

@@ -44,14 +44,14 @@ control_socket_disable = True
 
 
 def post_fork(server, worker):
-    """Each worker runs its own webhook delivery thread; threads never cross a fork."""
+    """Each worker runs its own background threads (WAL checkpoints, webhook delivery); threads never cross a fork."""
     from app import start_background_work
 
     start_background_work(worker.app.wsgi())
 
 
 def worker_exit(server, worker):
-    """Let the delivery thread finish the event in hand; the rest stays in the outbox."""
+    """Stop them: the delivery thread finishes the event in hand; the rest stays in the outbox."""
     from app import stop_background_work
 
     stop_background_work(worker.app.wsgi())

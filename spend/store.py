@@ -218,6 +218,12 @@ class SpendStore(Protocol):
     def close(self) -> None:
         """Close this process's connections."""
 
+    def start_background(self) -> None:
+        """Start this process's upkeep thread (SQLite: WAL checkpoints off the calls' path), once."""
+
+    def stop_background(self) -> None:
+        """Stop it."""
+
     # calls
     def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
         """Create the customer if unseen, then reserve or refuse, all under the customer's lock."""

@@ -213,3 +213,30 @@ def test_settlement_gives_back_the_reservation_and_charges_the_cost(store):
     assert accounts(store, "held") == [(30, 1_000)]
     store.record_call(second, Settlement(reserved=True))
     assert accounts(store, "held") == [(80, 0)]
+
+
+def rows_in_database_file(path) -> int:
+    """Spend-log rows in the database file itself, ignoring the WAL not yet checkpointed into it."""
+    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as reader:
+        try:
+            return reader.execute("SELECT COUNT(*) FROM spend_logs").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema is checkpointed yet
+            return 0
+
+
+def test_the_wal_is_checkpointed_by_the_background_thread_not_by_calls(tmp_path):
+    path = tmp_path / "spend.db"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    for _ in range(200):
+        store.record_call(call("busy"))
+    assert rows_in_database_file(path) == 0  # no commit of a call paid for a checkpoint
+    store.start_background()
+    try:
+        deadline = time.monotonic() + 10
+        while rows_in_database_file(path) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rows_in_database_file(path) == 200
+    finally:
+        store.stop_background()
+        store.close()
