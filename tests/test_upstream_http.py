@@ -144,3 +144,43 @@ def test_https_goes_through_a_connect_tunnel(no_proxy_env):
     [head] = proxy.requests
     assert head.startswith(b"CONNECT api.openai.com:443 HTTP/1.")
     assert b"Proxy-Authorization: Basic dHVubmVsOnB3\r\n" in head  # tunnel:pw
+
+
+def raw_answer(answer: bytes) -> str:
+    """A one-shot server on 127.0.0.1 that reads a request and writes `answer` as is; its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection, listener:
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"{}"):
+                data += connection.recv(65536)
+            connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/v1/x"
+
+
+def test_header_fields_are_read_after_a_100_continue_with_folded_lines_joined(no_proxy_env):
+    url = raw_answer(
+        b"HTTP/1.1 100 Continue\r\nX-Early: 1\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nX-Request-Id: abc\r\nX-Folded: first\r\n\tsecond\r\nContent-Length: 2\r\n\r\nok"
+    )
+    response = Upstreams().post(url, b"{}", {}, timeout=5)
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert response.headers["x-request-id"] == "abc"
+    assert response.headers["X-Folded"] == "first second"
+    assert response.headers.get("x-early") is None
+
+
+def test_a_chunked_answer_is_read_to_its_end(no_proxy_env):
+    url = raw_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert Upstreams().post(url, b"{}", {}, timeout=5).content == b"abcde"
+
+
+def test_an_answer_with_too_many_header_fields_is_refused(no_proxy_env):
+    fields = b"".join(b"X-%d: 1\r\n" % number for number in range(101))
+    url = raw_answer(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n\r\n")
+    with pytest.raises(TransportError):
+        Upstreams().post(url, b"{}", {}, timeout=5)

@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
+from providers.http import TransportError, Upstreams
 from spend.store import OutboxEvent, SpendStore
 
 log = logging.getLogger("tollgate.webhooks")
@@ -34,52 +33,6 @@ READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
 BATCH = 100
 COALESCE_SECONDS = 0.05
-
-
-class Connection:
-    """One kept-open HTTP(S) connection to the webhook URL, reopened when it breaks.
-
-    `http.client` rather than `requests`: a post costs a quarter of the CPU, and the delivery
-    thread shares its worker's cores with the calls it reports on.
-    """
-
-    def __init__(self, url: str):
-        parts = urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._connection: http.client.HTTPConnection | None = None
-
-    def post(self, body: bytes, headers: dict) -> int:
-        """The status of one POST; a connection the receiver closed meanwhile is reopened once."""
-        for fresh in (self._connection is None, True):
-            connection = self._open() if fresh else self._connection
-            try:
-                connection.request("POST", self._target, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if fresh:
-                    raise
-                continue
-            if response.will_close:
-                self.close()
-            return response.status
-        raise AssertionError("unreachable")
-
-    def _open(self) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = kind(self._host, self._port, timeout=CONNECT_TIMEOUT)
-        connection.connect()
-        connection.sock.settimeout(READ_TIMEOUT)
-        self._connection = connection
-        return connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
 
 def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
@@ -113,13 +66,15 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
-        self._connection: Connection | None = None
+        # Kept-open connections per thread, as for calls to upstreams (the delivery thread's own,
+        # and each request thread's for the test event of GET /health/services).
+        self._http = Upstreams()
 
     def start(self) -> None:
         """Start the thread in this process, once (a thread does not survive fork; it restarts)."""
         if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
             return
-        self._pid, self._stop, self._connection = os.getpid(), threading.Event(), Connection(self.url)
+        self._pid, self._stop = os.getpid(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="tollgate-webhooks", daemon=True)
         self._thread.start()
 
@@ -165,20 +120,19 @@ class Dispatcher:
             self.store.events_delivered(delivered, self.clock())
         return len(delivered)
 
-    def send(self, event_id: str, body: str, connection: Connection | None = None) -> str | None:
+    def send(self, event_id: str, body: str) -> str | None:
         """POST one event body; None on a 2xx, else what went wrong."""
         headers = {"Content-Type": "application/json", "User-Agent": "Tollgate-Webhooks/1"}
         if self.secret:
             headers.update(signature_headers(self.secret, event_id, int(self.clock()), body))
-        connection = connection or Connection(self.url)
         try:
-            status = connection.post(body.encode(), headers)
-        except (OSError, http.client.HTTPException) as exc:
-            return type(exc).__name__
-        return None if 200 <= status < 300 else f"HTTP {status}"
+            response = self._http.post(self.url, body.encode(), headers, READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
+        except TransportError as exc:
+            return str(exc)
+        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
     def _post(self, event: OutboxEvent) -> bool:
-        error = self.send(event.event_id, event.body, self._connection)
+        error = self.send(event.event_id, event.body)
         now = self.clock()
         if error is None:
             return True
