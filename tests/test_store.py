@@ -240,3 +240,22 @@ def test_the_wal_is_checkpointed_by_the_background_thread_not_by_calls(tmp_path)
     finally:
         store.stop_background()
         store.close()
+
+
+def test_a_write_waits_for_another_processs_write_transaction_to_end(tmp_path):
+    path = tmp_path / "spend.db"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another worker would
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO customers (user_id, created_at, updated_at) VALUES ('first', 'now', 'now')")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        store.record_call(call("second", cost=7))  # waits for the lock instead of failing
+    finally:
+        release.join()
+        other.close()
+    assert store.get_customer("second").spend_units == 7
+    assert store.get_customer("first") is not None
+    store.close()
