@@ -25,7 +25,6 @@ from providers.base import Usage
 log = logging.getLogger("tollgate")
 
 UNITS_PER_USD = 10**12
-_UNIT = Decimal(1).scaleb(-12)
 
 
 def to_units(amount: Decimal) -> int:
@@ -40,8 +39,9 @@ def usd(units: int) -> float:
 
 def usd_text(units: int) -> str:
     """Pico-dollars → a plain decimal string with no exponent and no trailing zeros."""
-    text = format(Decimal(units) * _UNIT, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    whole, fraction = divmod(abs(units), UNITS_PER_USD)
+    sign = "-" if units < 0 else ""
+    return f"{sign}{whole}.{fraction:012d}".rstrip("0") if fraction else f"{sign}{whole}"
 
 
 def custom_cost(usage: Usage, prices: Prices) -> Decimal:
