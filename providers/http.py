@@ -1,6 +1,6 @@
 """HTTP to the upstreams: `http.client` over connections kept open per thread.
 
-Every relayed call goes through `Upstreams.post`. A thread keeps the connections it opened (one
+Every relayed call, and every webhook post, goes through `Upstreams.post`. A thread keeps the connections it opened (one
 idle connection per host is reused; the others are closed when returned), so nothing opened
 before gunicorn forks is used after it and no lock is taken on the hot path. `http.client`
 rather than `requests`: a relayed call costs well under half the CPU (`bench/` has the figures),
@@ -27,6 +27,7 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
 
 CONNECT_TIMEOUT = 10.0
@@ -50,33 +51,42 @@ class TransportTimeout(TransportError):
 class Response:
     """An upstream's answer: status, headers, and the body read at once or streamed."""
 
-    def __init__(self, raw: http.client.HTTPResponse, done: Callable[[bool], None], content: bytes | None):
+    def __init__(self, raw: http.client.HTTPResponse, done: Callable[[bool], None]):
         self.status_code = raw.status
         self.headers = raw.headers
-        self._raw, self._done, self._content = raw, done, content
-        self._finished = content is not None
+        self._raw, self._done = raw, done
+        self._content: bytes | None = None
+        self._finished = False
 
     @property
     def content(self) -> bytes:
+        """The whole body (read on first use)."""
         if self._content is None:
-            self._content = b"".join(self.iter_content())
+            with self._reading():
+                self._content = self._raw.read()
+            self._finish(reusable=True)
         return self._content
 
     def iter_content(self) -> Iterator[bytes]:
         """The body as it arrives; the connection is kept for reuse only when it was read to the end."""
-        try:
+        with self._reading():
             while piece := self._raw.read1(READ_SIZE):
                 yield piece
+        self._finish(reusable=True)
+
+    def close(self) -> None:
+        self._finish(reusable=False)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
         except TimeoutError:
             self.close()
             raise TransportTimeout("timed out reading the answer") from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransportError(f"the answer broke off ({type(exc).__name__})") from None
-        self._finish(reusable=True)
-
-    def close(self) -> None:
-        self._finish(reusable=False)
 
     def _finish(self, reusable: bool) -> None:
         if not self._finished:
@@ -198,7 +208,6 @@ class Upstreams:
                 connection.sock.settimeout(timeout)
                 connection.request("POST", target, body, sent)
                 raw = connection.getresponse()
-                content = None if stream else raw.read()
             except TimeoutError:
                 connection.close()
                 raise TransportTimeout(f"no answer within {timeout:g}s") from None
@@ -207,18 +216,11 @@ class Upstreams:
                 if reused and isinstance(exc, _DROPPED):
                     continue  # the upstream closed this kept-open connection as we sent: nothing was served
                 raise TransportError(type(exc).__name__) from None
-            done = self._returner(key, connection)
-            response = Response(raw, done, content)
-            if content is not None:
-                done(not raw.will_close)
+            response = Response(raw, self._returner(key, connection))
+            if not stream:
+                response.content  # noqa: B018 - read now, so the connection goes back at once
             return response
         raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        """Close this thread's idle connections."""
-        for connection in getattr(self._local, "idle", {}).values():
-            connection.close()
-        self._local.idle = {}
 
     def _checkout(
         self, key: Address, proxy: str | None, connect_timeout: float, fresh: bool
