@@ -3,12 +3,12 @@
 - WAL journal, so readers never wait for the writer; `synchronous=NORMAL` (a committed call
   survives any crash of Tollgate; only an OS crash or power cut can lose the last commits).
 - Every write transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front, so two
-  workers never deadlock upgrading a read lock; the busy timeout makes the other writers wait.
-  Within a process, writers queue on a lock first: SQLite's busy handler sleeps in steps of up
-  to 100 ms, which would turn a burst of threads into slow tails; a thread lock wakes the next
-  writer at once, and only one thread per process waits inside SQLite. Calls' writes go further:
-  while one thread commits, the writes queued behind it are run together by the next, each in
-  its own savepoint, with one commit (group commit, `_group_write`).
+  workers never deadlock upgrading a read lock. Writers first take their turn (`WriterTurn`): a
+  thread lock within the process, then `flock` on `<database>-lock` across processes, both of
+  which hand over at once, where SQLite's busy handler sleeps in steps of up to 100 ms and turned
+  bursts into slow tails. Calls' writes go further: while one thread commits, the writes queued
+  behind it are run together by the next, each in its own savepoint, with one commit (group
+  commit, `_group_write`).
 - Connections are per thread and per process, opened on first use: nothing opened before
   gunicorn forks is ever used after it.
 - The WAL is copied back into the database (a checkpoint, with its fsyncs) by a background
@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -52,7 +53,6 @@ from webhooks import events as webhook_events
 log = logging.getLogger("tollgate.store")
 
 BUSY_TIMEOUT_SECONDS = 30.0
-BUSY_FIRST_PAUSE, BUSY_LONGEST_PAUSE = 0.0002, 0.002
 IDEMPOTENCY_SECONDS = 24 * 3600.0
 CHECKPOINT_SECONDS = 0.1
 AUTOCHECKPOINT_PAGES = 10000  # the fallback: ~40 MB of WAL
@@ -65,6 +65,35 @@ def sqlite_path(database_url: str) -> str:
     if database_url.startswith("sqlite://"):
         raise ValueError(f"unsupported SQLite URL {database_url!r}: use sqlite:///relative.db or sqlite:////abs.db")
     return database_url
+
+
+class WriterTurn:
+    """One writer at a time: a lock among this process's threads, then `flock` on `<database>-lock`
+    among the processes (every gunicorn worker, the CLI).
+
+    SQLite's own wait for its write lock polls with sleeps of 1, 2, 5, 10 … 100 ms, so a worker
+    waiting behind the other worker's steady stream of short transactions kept losing the race
+    and its calls waited hundreds of milliseconds. The kernel wakes an `flock` waiter as soon as
+    the lock is free. `BEGIN IMMEDIATE` then finds SQLite's lock free; writers that do not take
+    this turn (another program) are still waited for by SQLite's busy timeout.
+    """
+
+    def __init__(self, database_path: str):
+        self.pid = os.getpid()
+        self._threads = threading.Lock()
+        self._fd = os.open(f"{database_path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
 
 
 @dataclass
@@ -83,7 +112,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        self._writers: tuple[int, threading.Lock] = (os.getpid(), threading.Lock())
+        self._writers: WriterTurn | None = None
         self._pending: tuple[int, list[_Pending], threading.Lock] = (os.getpid(), [], threading.Lock())
         self._upkeep: tuple[int, threading.Thread, threading.Event] | None = None
 
@@ -110,7 +139,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         """A write transaction holding the lock from its first statement."""
         connection = self._connection()
         with self._writer_lock():
-            _begin_immediate(connection)
+            connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
             except BaseException:
@@ -145,7 +174,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
     def _run_batch(self, batch: list[_Pending]) -> None:
         connection = self._connection()
         try:
-            _begin_immediate(connection)
+            connection.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:  # alone: the transaction itself is the savepoint
                 batch[0].result = batch[0].op(connection)
             else:
@@ -168,12 +197,11 @@ class SQLiteStore(CustomerAdmin, Outbox):
             for item in batch:
                 item.done = True
 
-    def _writer_lock(self) -> threading.Lock:
-        pid, lock = self._writers
-        if pid != os.getpid():  # a lock inherited through fork may be held by a thread that is gone
-            self._writers = (os.getpid(), threading.Lock())
-            lock = self._writers[1]
-        return lock
+    def _writer_lock(self) -> WriterTurn:
+        turn = self._writers
+        if turn is None or turn.pid != os.getpid():  # one inherited through fork may be held by a thread that is gone
+            turn = self._writers = WriterTurn(self.path)
+        return turn
 
     def close(self) -> None:
         with self._lock:
@@ -308,31 +336,6 @@ class SQLiteStore(CustomerAdmin, Outbox):
 
     def get_customer(self, user_id: str) -> Customer | None:
         return read_customer(self._connection(), user_id)
-
-
-def _begin_immediate(connection: sqlite3.Connection) -> None:
-    """`BEGIN IMMEDIATE`, waiting for another process's write transaction in short steps.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10 … up to 100 ms between tries, so a worker
-    waiting behind the other one's steady stream of short transactions kept losing the race and
-    its calls waited hundreds of milliseconds. Here the wait polls every 0.2 to 2 ms instead,
-    still giving up after the busy timeout. Statements inside the transaction keep SQLite's
-    handler (a WAL reader is almost never busy).
-    """
-    connection.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline, pause = time.monotonic() + BUSY_TIMEOUT_SECONDS, BUSY_FIRST_PAUSE
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, BUSY_LONGEST_PAUSE)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
 def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | OverBudget | OverRate:

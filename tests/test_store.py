@@ -259,3 +259,31 @@ def test_a_write_waits_for_another_processs_write_transaction_to_end(tmp_path):
     assert store.get_customer("second").spend_units == 7
     assert store.get_customer("first") is not None
     store.close()
+
+
+def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_path):
+    import fcntl
+    import os
+
+    path = tmp_path / "spend.db"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    other = os.open(f"{path}-lock", os.O_RDWR)  # a second open file: as another worker's turn
+    fcntl.flock(other, fcntl.LOCK_EX)
+    written = threading.Event()
+
+    def write():
+        store.record_call(call("waits", cost=5))
+        written.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert not written.wait(0.3)  # not before the other process's turn ends
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    writer.join(10)
+    assert written.is_set()
+    assert store.get_customer("waits").spend_units == 5
+    store.close()
