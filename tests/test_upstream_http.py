@@ -184,3 +184,18 @@ def test_an_answer_with_too_many_header_fields_is_refused(no_proxy_env):
     url = raw_answer(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n\r\n")
     with pytest.raises(TransportError):
         Upstreams().post(url, b"{}", {}, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Note": "a\r\nX-Injected: 1"}, {"X-Note": "a\nb"}, {"Bad Name": "x"}, {"X-Nul": "a\x00"}],
+)
+def test_a_header_field_that_could_split_the_request_is_refused_before_sending(no_proxy_env, upstream, headers):
+    upstream.post(URL, json={"ok": True})
+    http = upstream.transport()
+    with pytest.raises(ValueError):
+        http.post(URL, b"{}", headers, timeout=5)
+    assert upstream.calls == []
+    assert http.post(URL, b'{"n": 1}', {"X-Note": "fine: a value, with colons"}, timeout=5).status_code == 200
+    [call] = upstream.calls
+    assert call.request.headers["X-Note"] == "fine: a value, with colons" and call.request.body == b'{"n": 1}'
