@@ -11,6 +11,8 @@ from webhooks.events import Event
 
 # Every event gets at least this long of retries before it is marked dead.
 RETRY_WINDOW_SECONDS = 24 * 3600.0
+# Pending, due by the first parameter and not leased at the second (now).
+_DUE = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
 _COLUMNS = "event_id, event, customer_id, payload, status, attempts, created_at, next_attempt_at, last_error"
 
 
@@ -33,6 +35,10 @@ def add_events(connection: sqlite3.Connection, events: list[Event], now: float) 
         )
 
 
+def _marks(values: list) -> str:
+    return ", ".join("?" for _ in values)
+
+
 def _event(row: tuple) -> OutboxEvent:
     return OutboxEvent(*row)
 
@@ -40,32 +46,34 @@ def _event(row: tuple) -> OutboxEvent:
 class Outbox:
     """Dispatcher-side outbox operations for a store with `_write()` and `_connection()`."""
 
-    def claim_events(self, now: float, lease_seconds: float, limit: int) -> list[OutboxEvent]:
+    def claim_events(
+        self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
+    ) -> list[OutboxEvent]:
+        due = (now if due_by is None else due_by, now)
+        # Look before taking the writer's turn: a dispatcher with nothing to do stays out of the calls' way.
+        if self._connection().execute(f"SELECT 1 FROM webhook_events WHERE {_DUE} LIMIT 1", due).fetchone() is None:
+            return []
         with self._write() as connection:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, event_id LIMIT ?",
-                (now, now, limit),
+                f"UPDATE webhook_events SET lease_until = ? WHERE event_id IN "
+                f"(SELECT event_id FROM webhook_events WHERE {_DUE} ORDER BY created_at, event_id LIMIT ?) "
+                f"RETURNING {_COLUMNS}",
+                (now + lease_seconds, *due, limit),
             ).fetchall()
-            connection.executemany(
-                "UPDATE webhook_events SET lease_until = ? WHERE event_id = ?",
-                [(now + lease_seconds, row[0]) for row in rows],
-            )
-        return [_event(row) for row in rows]
+        return sorted((_event(row) for row in rows), key=lambda event: (event.created_at, event.event_id))
 
     def release_events(self, event_ids: list[str]) -> None:
         with self._write() as connection:
-            connection.executemany(
-                "UPDATE webhook_events SET lease_until = NULL WHERE event_id = ?",
-                [(event_id,) for event_id in event_ids],
+            connection.execute(
+                f"UPDATE webhook_events SET lease_until = NULL WHERE event_id IN ({_marks(event_ids)})", event_ids
             )
 
     def events_delivered(self, event_ids: list[str], now: float) -> None:
         with self._write() as connection:
-            connection.executemany(
+            connection.execute(
                 "UPDATE webhook_events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
-                "lease_until = NULL, last_error = NULL WHERE event_id = ?",
-                [(now, event_id) for event_id in event_ids],
+                f"lease_until = NULL, last_error = NULL WHERE event_id IN ({_marks(event_ids)})",
+                (now, *event_ids),
             )
 
     def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
@@ -90,7 +98,7 @@ class Outbox:
             if event_ids is None:
                 where, params = "status = 'dead'", ()
             else:
-                where = f"event_id IN ({', '.join('?' for _ in event_ids)}) AND status != 'delivered'"
+                where = f"event_id IN ({_marks(event_ids)}) AND status != 'delivered'"
                 params = tuple(event_ids)
             return connection.execute(
                 f"UPDATE webhook_events SET status = 'pending', next_attempt_at = ?, retry_until = ?, "

@@ -246,8 +246,11 @@ class SpendStore(Protocol):
         """Free a key this call took but will not use (the call was refused before any upstream)."""
 
     # webhook outbox
-    def claim_events(self, now: float, lease_seconds: float, limit: int) -> list[OutboxEvent]:
-        """Lease due pending events, oldest first, so no other worker posts them meanwhile."""
+    def claim_events(
+        self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
+    ) -> list[OutboxEvent]:
+        """Lease pending events due by `due_by` (default `now`), oldest first, so no other worker
+        posts them meanwhile. Finding none takes no write lock."""
 
     def release_events(self, event_ids: list[str]) -> None:
         """Give claimed events back without an attempt."""

@@ -9,6 +9,13 @@ Delivery is at least once; receivers de-duplicate on `event_id` (also the `webho
 Events go out oldest first; after a failed post the rest of the round waits, so a customer's
 events stay in order unless a retried event is overtaken by newer ones once the endpoint is back.
 The request path never waits for any of this: it only writes the outbox row and wakes the thread.
+
+Delivery keeps out of the calls' way. A worker that is serving calls (it charged one in the last
+SERVING_SECONDS) leaves new events to a worker that is not, for HANDOFF_SECONDS, and takes only
+the ones nobody took by then; a quiet worker delivers at once what is due. So under uneven load
+the posting, its CPU and its share of the interpreter lock go to an idle worker instead of
+slowing the calls of a busy one, and when every worker is busy events still go out, about
+HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no write lock.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
 BATCH = 100
 COALESCE_SECONDS = 0.05
+SERVING_SECONDS = 0.5  # a worker that charged a call this recently is serving calls
+HANDOFF_SECONDS = 2.0  # how long a serving worker leaves new events to the others
 
 
 def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
@@ -63,6 +72,7 @@ class Dispatcher:
         self.clock, self.poll_seconds, self.max_backoff = clock, poll_seconds, max_backoff
         self._rng = random.Random()
         self._wake = threading.Event()
+        self._last_wake = -SERVING_SECONDS  # time.monotonic() of the last call that wrote events
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
@@ -79,8 +89,13 @@ class Dispatcher:
         self._thread.start()
 
     def wake(self) -> None:
-        """New events are in the outbox: look now instead of at the next poll."""
+        """A call in this process wrote events: deliver them soon, from here if nobody else does."""
+        self._last_wake = time.monotonic()
         self._wake.set()
+
+    def serving(self) -> bool:
+        """Whether this process is serving calls (it charged one in the last SERVING_SECONDS)."""
+        return time.monotonic() - self._last_wake < SERVING_SECONDS
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the event in hand and stop; undelivered events stay in the outbox."""
@@ -91,21 +106,29 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            serving = self.serving()
             try:
-                backlog = self.deliver_due() == BATCH
+                backlog = self.deliver_due(HANDOFF_SECONDS if serving else 0.0) == BATCH
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
                 backlog = False
-            if not backlog:
+            if backlog:
+                continue
+            self._wake.clear()
+            if serving:
+                # The events of these calls are for a quiet worker; look again for any left over.
+                self._stop.wait(HANDOFF_SECONDS / 4)
+            else:
                 self._wake.wait(self.poll_seconds)
-                self._wake.clear()
                 # Let the calls of the next moments add their events too: one claim and one
-                # commit per batch instead of per event, and fewer switches away from the calls.
+                # commit per batch instead of per event.
                 self._stop.wait(COALESCE_SECONDS)
 
-    def deliver_due(self) -> int:
-        """Post the events due now (at most a batch); returns how many were delivered."""
-        events = self.store.claim_events(self.clock(), LEASE_SECONDS, BATCH)
+    def deliver_due(self, left_for_others: float = 0.0) -> int:
+        """Post the events due now (at most a batch), skipping those due for less than
+        `left_for_others` seconds; returns how many were delivered."""
+        now = self.clock()
+        events = self.store.claim_events(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
         delivered = []
         for index, event in enumerate(events):
             if self._stop.is_set() or not self._post(event):

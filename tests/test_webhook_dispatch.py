@@ -1,0 +1,148 @@
+"""Who delivers the outbox: dispatchers on one SQLite store, each posting to its own local sink.
+
+A worker that is serving calls leaves new events to a quiet one; events nobody takes still go
+out; a dispatcher with nothing due stays out of the writers' way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from spend.sqlite_outbox import add_events
+from spend.store import open_store
+from tests.webhook_sink import WebhookSink
+from webhooks import dispatcher as dispatch
+from webhooks.dispatcher import Dispatcher
+from webhooks.events import Notify, for_charge
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sinks():
+    with WebhookSink() as busy, WebhookSink() as quiet:
+        yield busy, quiet
+
+
+def write_events(store, count: int, now: float) -> set[str]:
+    """`count` spend_tracked events in the outbox, as calls write them; returns their ids."""
+    events = [event for n in range(count) for event in for_charge(Notify(token="t"), f"c{n}", 1_000, 1_000, now)]
+    with store._write() as connection:
+        add_events(connection, events, now)
+    return {event.event_id for event in events}
+
+
+def received(sink) -> set[str]:
+    return {event["event_id"] for event in sink.accepted}
+
+
+@contextmanager
+def serving_calls(dispatcher: Dispatcher) -> Iterator[None]:
+    """Calls keep coming to this worker the whole time: it never goes quiet."""
+    stop = threading.Event()
+
+    def calls():
+        while not stop.wait(0.05):
+            dispatcher.wake()
+
+    dispatcher.wake()
+    feeder = threading.Thread(target=calls)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        feeder.join()
+
+
+def test_a_serving_worker_leaves_new_events_to_a_quiet_one(store, sinks):
+    busy_sink, quiet_sink = sinks
+    busy, quiet = Dispatcher(store, busy_sink.url), Dispatcher(store, quiet_sink.url, poll_seconds=0.1)
+    ids = write_events(store, 30, time.time())
+    with serving_calls(busy):
+        assert busy.serving() and not quiet.serving()
+        assert busy.deliver_due(dispatch.HANDOFF_SECONDS) == 0
+        for worker in (busy, quiet):
+            worker.start()
+        try:
+            quiet_sink.wait_for(30, timeout=10)
+            time.sleep(0.3)
+        finally:
+            for worker in (busy, quiet):
+                worker.stop()
+    assert received(quiet_sink) == ids and len(quiet_sink.accepted) == 30
+    assert busy_sink.accepted == []
+
+
+def test_events_nobody_takes_are_delivered_by_a_serving_worker_after_the_handoff(store, sinks, monkeypatch):
+    busy_sink, _ = sinks
+    monkeypatch.setattr(dispatch, "HANDOFF_SECONDS", 0.5)
+    busy = Dispatcher(store, busy_sink.url)
+    ids = write_events(store, 10, time.time())
+    with serving_calls(busy):
+        assert busy.deliver_due(dispatch.HANDOFF_SECONDS) == 0
+        busy.start()
+        try:
+            busy_sink.wait_for(10, timeout=10)
+            assert busy.serving()
+        finally:
+            busy.stop()
+    assert received(busy_sink) == ids
+
+
+def test_a_quiet_worker_delivers_at_once(store, sinks):
+    _, quiet_sink = sinks
+    quiet = Dispatcher(store, quiet_sink.url)
+    ids = write_events(store, 5, time.time())
+    assert quiet.deliver_due() == 5
+    assert received(quiet_sink) == ids
+    assert quiet.deliver_due() == 0
+    assert store.list_events("pending", 10) == []
+
+
+def test_finding_nothing_due_takes_no_write_lock(store):
+    write_events(store, 3, time.time() + 3600)  # due in an hour
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_writer_turn():
+        with store._write():
+            held.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=hold_the_writer_turn)
+    writer.start()
+    try:
+        assert held.wait(5)
+        found = []
+        looker = threading.Thread(target=lambda: found.append(store.claim_events(time.time(), 45.0, 100)))
+        looker.start()
+        looker.join(5)
+        assert not looker.is_alive() and found == [[]]
+    finally:
+        release.set()
+        writer.join()
+
+
+def test_a_claim_leases_the_oldest_due_events_once(store):
+    now = time.time()
+    first = write_events(store, 3, now - 2)
+    second = write_events(store, 3, now - 1)
+    claimed = store.claim_events(now, 45.0, 4)
+    assert [event.created_at for event in claimed] == sorted(event.created_at for event in claimed)
+    assert {event.event_id for event in claimed[:3]} == first and claimed[3].event_id in second
+    rest = store.claim_events(now, 45.0, 10)
+    assert {event.event_id for event in rest} == second - {claimed[3].event_id}
+    assert store.claim_events(now, 45.0, 10) == []  # all leased
+    store.release_events([event.event_id for event in rest])
+    assert {event.event_id for event in store.claim_events(now, 45.0, 10)} == {event.event_id for event in rest}
