@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from plain_json import dumps
 from webhooks.dispatcher import backoff, signature_headers
 from webhooks.events import Notify, for_charge
 
@@ -114,3 +115,29 @@ def test_backoff_doubles_with_jitter_and_a_ceiling():
     for attempts, base in [(1, 1), (2, 2), (5, 16), (30, 60)]:
         delay = backoff(attempts, 60, rng)
         assert base * 0.5 <= delay <= base * 1.5
+
+
+@pytest.mark.parametrize(
+    "customer_id",
+    ["krrish12", 'quote " and \\ backslash', "ünïcödé 顧客", "control \x01\n\t", "</script>"],
+)
+def test_payloads_are_written_exactly_as_the_general_encoder_writes_them(customer_id):
+    notify = Notify(
+        token=None if customer_id == "krrish12" else "tok",
+        thresholds=(Decimal("0.85"),),
+        max_budget_units=10 * UNIT,
+        soft_budget_units=UNIT // 100_000,  # 0.00001 USD: Python's repr would write 1e-05
+        window_start=NOW - 10_000,  # half the window gone at 90% of the budget: projected to pass it
+        window_end=NOW + 10_000,
+    )
+    events = for_charge(notify, customer_id, 4, 9 * UNIT, NOW)
+    assert [event.event for event in events] == [
+        "spend_tracked",
+        "threshold_crossed",
+        "projected_limit_exceeded",
+        "soft_budget_crossed",
+    ]
+    for event in events:
+        assert event.body == dumps(json.loads(event.body))
+        assert "e-" not in event.body.replace(customer_id, "")
+    assert json.loads(events[0].body)["spend"] == 0.000000000004

@@ -18,8 +18,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring
 
-from plain_json import dumps
+from plain_json import plain_float
 from spend.pricing import usd, usd_text
 
 PROJECTION_MIN_ELAPSED = Decimal("0.1")
@@ -125,7 +126,25 @@ def _event(name, customer_id, spend_units, notify, message, now, mark=None, extr
         "created_at": iso(now),
         **(extra or {}),
     }
-    return Event(event_id, name, customer_id, dumps(body), mark)
+    return Event(event_id, name, customer_id, render(body), mark)
+
+
+def render(body: dict) -> str:
+    """A payload as compact JSON, as `plain_json.dumps` writes it, in a fraction of its time.
+
+    Every call that has webhooks on renders one, inside its transaction; the general encoder
+    (pure Python, for the plain-decimal floats) took ~35 µs of it. The keys are the constant
+    names above; a value is null, money (a float, as a plain decimal) or a string.
+    """
+    return "{" + ",".join(f'"{key}":{_value(value)}' for key, value in body.items()) + "}"
+
+
+def _value(value: str | float | None) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return plain_float(value)
+    return encode_basestring(value)
 
 
 def probe_event(now: float, token: str | None) -> Event:
