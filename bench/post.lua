@@ -1,9 +1,10 @@
 -- wrk script for `python -m bench.run`: JSON POSTs of chat completions, one customer per call.
 --
---   wrk -c N -t T -d 10s -s bench/post.lua URL -- <key> <users> <stream 0|1> <user prefix> <model>
+--   wrk -c N -t T -d 10s -s bench/post.lua URL -- <key> <users> <stream 0|1> <user prefix> <model> [<think ms>]
 --
--- Each call sends `Authorization: Bearer <key>` and a body whose `user` cycles over
--- <prefix>0 .. <prefix><users-1>; with <stream> = 1 the body asks for `"stream":true`.
+-- (<think ms> is for bench/paced.lua, which loads this script.) Each call sends
+-- `Authorization: Bearer <key>` and a body whose `user` cycles over <prefix>0 ..
+-- <prefix><users-1>; with <stream> = 1 the body asks for `"stream":true`.
 -- Every non-2xx answer is counted by status in the response() hook. done() prints one line:
 --   BENCH requests=… duration_us=… p50_us=… p90_us=… p99_us=… max_us=… connect=… read=… write=…
 --         timeout=… non2xx=… statuses=<status>:<count>,…
@@ -21,6 +22,7 @@ function init(args)
   stream = args[3] == "1"
   prefix = args[4]
   model = args[5]
+  think_ms = tonumber(args[6] or "0")
   counter = thread_index * 37
   non2xx = 0
   statuses = {}

@@ -16,6 +16,18 @@ reaped included) and its peak RSS (sampled every 0.25 s). One markdown table at 
 each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
 
     python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
+    python -m bench.run --compare-webhooks [--rounds 3] [--think-ms 2] [--concurrency 1,8]
+
+`--think-ms N` paces the load: each client waits N ms after an answer before its next call
+(`bench/paced.lua`), so the machine is not saturated and the latency is that of calls arriving at
+a steady rate; without it each client sends its next call at once (a closed loop).
+
+`--compare-webhooks` answers "do webhooks slow the calls?": for `--rounds` rounds it starts a
+fresh Tollgate with webhooks off and another with webhooks on (ABBA order: off, on, then on, off,
+...), measures each at every level (non-streaming), and prints every point, then per level the
+median and range over the rounds of requests/s, p50 and p99 for each, and the difference of the
+medians next to the spread of the webhooks-off runs (a difference smaller than that spread is
+not measurable on this machine).
 
 Everything runs on 127.0.0.1, every run is bounded in time, and every process started is stopped
 by its pid. Exits 2 when wrk is missing, 1 when any call failed.
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +65,7 @@ DRAIN_SECONDS = 10.0
 EXCERPT_LINES = 30
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = {False: "json", True: "stream"}
+COMPARED = {False: "tollgate, webhooks off", True: "tollgate, webhooks on"}
 
 
 @dataclass
@@ -76,18 +90,27 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--webhooks", action="store_true", help="webhooks on, to a local sink (bench/sink.py)")
     parser.add_argument(
+        "--compare-webhooks", action="store_true", help="rounds of Tollgate with webhooks off and on, compared"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare-webhooks (default 3)")
+    parser.add_argument(
         "--budget", action=argparse.BooleanOptionalAction, default=True, help="create the customers with a budget"
     )
     parser.add_argument("--users", type=int, default=100, help="customers the calls cycle over (default 100)")
     parser.add_argument("--chunks", type=int, default=5, help="content chunks of a streamed answer (default 5)")
+    parser.add_argument(
+        "--think-ms", type=int, default=0, help="each client waits this long between calls (default 0: closed loop)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds before each mode (default 2)")
     parser.add_argument("--workers", type=int, default=common.DEFAULT_WORKERS, help="gunicorn workers (default 2)")
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
-    args.modes = [False, True] if args.streaming else [False]
-    points = len(args.levels) * len(args.modes) * 2
+    args.modes = [False, True] if args.streaming and not args.compare_webhooks else [False]
+    instances = 2 * args.rounds if args.compare_webhooks else 1
+    points = len(args.levels) * len(args.modes) * (instances + 1)
     per_point = args.duration + wrk.EXIT_MARGIN + 2
-    args.lifetime = points * per_point + len(args.modes) * (args.warmup + wrk.EXIT_MARGIN) + 300
+    args.lifetime = points * per_point + instances * len(args.modes) * (args.warmup + wrk.EXIT_MARGIN + 60) + 300
+    args.webhooks = args.webhooks or args.compare_webhooks  # the sink is needed
     return args
 
 
@@ -211,7 +234,7 @@ def run_points(binary: str, upstream: common.Upstream, server: Server, args: arg
     """For each mode and level: DIRECT to the upstream, then THROUGH Tollgate."""
     points: list[Point] = []
     for stream in args.modes:
-        load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, stream)
+        load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, stream, args.think_ms)
         if args.warmup:
             print(f"warm-up {MODES[stream]}: {args.warmup} s at {WARMUP_CLIENTS} clients", flush=True)
             wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
@@ -252,6 +275,84 @@ def table(points: list[Point]) -> str:
     ]
     direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
     lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
+    return "\n".join(lines)
+
+
+def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, args: argparse.Namespace) -> int:
+    """Rounds of a fresh Tollgate with webhooks off and one with them on, in ABBA order; prints
+    every point and the comparison, returns the exit status."""
+    load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, False, args.think_ms)
+    points = []
+    for clients in args.levels:
+        print(f"direct x{clients}: {args.duration} s", flush=True)
+        points.append(
+            Point(
+                "json",
+                clients,
+                "direct",
+                wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load),
+            )
+        )
+    direct = {point.clients: point.result for point in points}
+    problems = []
+    for number in range(args.rounds):
+        for webhooks in (False, True) if number % 2 == 0 else (True, False):
+            with started_tollgate(upstream, args.workers, sink.url if webhooks else None) as (server, _):
+                if args.budget:
+                    create_customers(server, args.users)
+                if args.warmup:
+                    wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
+                    drain_sink(sink)  # the warm-up's events are delivered before the measuring starts
+                for clients in args.levels:
+                    point = measure_tollgate(binary, server, clients, args.duration, load)
+                    point.target = COMPARED[webhooks]
+                    points.append(point)
+                    print(f"round {number + 1}: {row(point, direct[clients])}", flush=True)
+                problems += log_excerpt(server.log())[1:]
+    delivery = drain_sink(sink)
+    pacing = f"each client waits {args.think_ms} ms between calls" if args.think_ms else "closed loop"
+    print(f"\n{args.rounds} rounds, {args.duration} s per point, {pacing}, {args.users} customers", end="")
+    print(f", {args.workers} workers\n")
+    print(table(points))
+    print()
+    print(comparison(points, args.levels))
+    print(f"\n{delivery}")
+    for line in problems[:EXCERPT_LINES]:
+        print(line)
+    return 1 if any(point.result.errors() for point in points) else 0
+
+
+def comparison(points: list[Point], levels: list[int]) -> str:
+    """Per level: median (range) over the rounds of req/s, p50, p99 and CPU per call with webhooks
+    off and on, the difference of the medians, and the spread (max - min) of the off runs."""
+    figures = {
+        "req/s": lambda point: point.result.rate(),
+        "p50 ms": lambda point: point.result.p50_ms,
+        "p99 ms": lambda point: point.result.p99_ms,
+        "CPU ms/call": lambda point: point.cpu_seconds * 1000 / max(point.result.requests, 1),
+    }
+    lines = [
+        "| clients | webhooks | " + " | ".join(figures) + " |",
+        "|---:|---|" + "---:|" * len(figures),
+    ]
+    for clients in levels:
+        runs = {
+            webhooks: [point for point in points if point.clients == clients and point.target == COMPARED[webhooks]]
+            for webhooks in (False, True)
+        }
+        values = {
+            webhooks: {name: [get(point) for point in runs[webhooks]] for name, get in figures.items()}
+            for webhooks in runs
+        }
+        for webhooks in (False, True):
+            cells = [f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f})" for v in values[webhooks].values()]
+            lines.append(f"| {clients} | {'on' if webhooks else 'off'} | " + " | ".join(cells) + " |")
+        difference = [
+            f"{statistics.median(values[True][name]) - statistics.median(values[False][name]):+.2f}" for name in figures
+        ]
+        spread = [f"{max(values[False][name]) - min(values[False][name]):.2f}" for name in figures]
+        lines.append(f"| {clients} | on − off (medians) | " + " | ".join(difference) + " |")
+        lines.append(f"| {clients} | spread of off runs | " + " | ".join(spread) + " |")
     return "\n".join(lines)
 
 
@@ -296,6 +397,8 @@ def main() -> int:
         extra = ("--chunks", str(args.chunks), "--chunk-delay-ms", "0")
         upstream = stack.enter_context(common.fake_upstream(0, args.lifetime, *extra))
         sink = stack.enter_context(common.webhook_sink(args.lifetime)) if args.webhooks else None
+        if args.compare_webhooks:
+            return compare_webhooks(binary, upstream, sink, args)
         server, first = stack.enter_context(started_tollgate(upstream, args.workers, sink.url if sink else None))
         print(f"start to first served call: {first:.2f} s", flush=True)
         if args.budget:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("post.lua")
+PACED_SCRIPT = Path(__file__).with_name("paced.lua")
 WRK_PATH = "/usr/bin/wrk"
 INSTALL_HINT = "apt-get install -y wrk"
 REQUEST_TIMEOUT = "30s"  # wrk's per-call timeout; slower calls count as `timeout` errors
@@ -21,13 +22,15 @@ SOCKET_ERRORS = ("connect", "read", "write", "timeout")
 
 @dataclass
 class Load:
-    """What to send: the key, how many customers to cycle over, streaming or not."""
+    """What to send: the key, how many customers to cycle over, streaming or not, and the think
+    time of each connection between an answer and its next call (0: at once, a closed loop)."""
 
     key: str
     users: int
     user_prefix: str
     model: str
     stream: bool
+    think_ms: int = 0
 
 
 @dataclass
@@ -80,7 +83,7 @@ def command(wrk: str, url: str, clients: int, seconds: int, load: Load) -> list[
         "--timeout",
         REQUEST_TIMEOUT,
         "-s",
-        str(SCRIPT),
+        str(PACED_SCRIPT if load.think_ms else SCRIPT),
         url,
         "--",
         load.key,
@@ -88,6 +91,7 @@ def command(wrk: str, url: str, clients: int, seconds: int, load: Load) -> list[
         "1" if load.stream else "0",
         load.user_prefix,
         load.model,
+        str(load.think_ms),
     ]
 
 
