@@ -2,7 +2,7 @@
 
 It starts the fast local fake upstream (answers at once; streams of `--chunks` chunks with no
 delay) and Tollgate with the Procfile's `web:` command (real gunicorn, gunicorn.conf.py's default
-2 workers x 256 threads, a fresh SQLite store), and drives load with wrk (`bench/post.lua`:
+2 workers x 512 threads, a fresh SQLite store), and drives load with wrk (`bench/post.lua`:
 JSON POSTs to /chat/completions with the master key, `user` cycling over `--users` customers).
 With `--budget` (on by default) those customers are first created with `max_budget` 1000000, so
 every call does budget admission (reservation and settlement) as in production.
