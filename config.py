@@ -145,6 +145,7 @@ class Config:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_retry_max_seconds: float = 1800.0
+    webhook_retention_days: float = 7.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -213,6 +214,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
     retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
+    retention_days = reader.number(reader.env, "WEBHOOK_RETENTION_DAYS", "environment", 7.0)
     secret = reader.env.get("WEBHOOK_SECRET") or None
     if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
         reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
@@ -227,6 +229,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
         webhook_secret=secret,
         webhook_retry_max_seconds=retry_ceiling,
+        webhook_retention_days=retention_days,
         warnings=tuple(reader.warnings),
     )
 

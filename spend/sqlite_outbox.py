@@ -85,6 +85,20 @@ class Outbox:
                 (error[:500], retry_at, retry_at, event_id),
             ).fetchone()[0]
 
+    def purge_delivered(self, before: float, limit: int) -> int:
+        # A delivered event's next_attempt_at is never after its delivered_at: the index on
+        # (status, next_attempt_at) finds the candidates without reading every delivered row.
+        old = (
+            "SELECT event_id FROM webhook_events "
+            "WHERE status = 'delivered' AND next_attempt_at < ?1 AND delivered_at < ?1"
+        )
+        if self._connection().execute(f"{old} LIMIT 1", (before,)).fetchone() is None:
+            return 0
+        with self._write() as connection:
+            return connection.execute(
+                f"DELETE FROM webhook_events WHERE event_id IN ({old} LIMIT ?2)", (before, limit)
+            ).rowcount
+
     def list_events(self, status: str | None, limit: int) -> list[OutboxEvent]:
         where, params = ("", ()) if status is None else (" WHERE status = ?", (status,))
         rows = self._connection().execute(

@@ -261,6 +261,10 @@ class SpendStore(Protocol):
     def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
         """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""
 
+    def purge_delivered(self, before: float, limit: int) -> int:
+        """Delete up to `limit` events delivered before `before`; returns how many. Pending and
+        dead events are never deleted."""
+
     def list_events(self, status: str | None, limit: int) -> list[OutboxEvent]: ...
 
     def requeue_events(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:

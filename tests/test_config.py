@@ -245,6 +245,15 @@ def test_webhook_retry_ceiling_comes_from_the_environment():
     ]
 
 
+def test_webhook_retention_comes_from_the_environment():
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    assert parse(document).webhook_retention_days == 7
+    assert parse(document, {**ENV, "WEBHOOK_RETENTION_DAYS": "0.5"}).webhook_retention_days == 0.5
+    assert problems_of(document, {**ENV, "WEBHOOK_RETENTION_DAYS": "0"}) == [
+        "environment.WEBHOOK_RETENTION_DAYS: must be a positive number, got '0'"
+    ]
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

@@ -146,3 +146,43 @@ def test_a_claim_leases_the_oldest_due_events_once(store):
     assert store.claim_events(now, 45.0, 10) == []  # all leased
     store.release_events([event.event_id for event in rest])
     assert {event.event_id for event in store.claim_events(now, 45.0, 10)} == {event.event_id for event in rest}
+
+
+def test_delivered_events_past_their_retention_are_deleted_and_no_others(store, sinks):
+    sink, _ = sinks
+    day = 86_400.0
+    now = time.time()
+    old_delivered = write_events(store, 3, now - 9 * day)
+    store.events_delivered(list(old_delivered), now - 8 * day)
+    recent_delivered = write_events(store, 2, now - 9 * day)
+    store.events_delivered(list(recent_delivered), now - 6 * day)  # delivered late, within the retention
+    old_dead = write_events(store, 1, now - 30 * day)
+    [dead] = old_dead
+    assert store.event_failed(dead, "HTTP 500", now - 29 * day, now - 29 * day) == "dead"
+    old_pending = write_events(store, 2, now - 20 * day)
+    dispatcher = Dispatcher(store, sink.url, retention_seconds=7 * day)
+    assert dispatcher.purge() == 3
+    kept = {event.event_id: event.status for event in store.list_events(None, 100)}
+    assert kept == {
+        **{event_id: "delivered" for event_id in recent_delivered},
+        dead: "dead",
+        **{event_id: "pending" for event_id in old_pending},
+    }
+    assert dispatcher.purge() == 0
+
+
+def test_the_delivery_thread_purges_in_batches_as_it_starts(store, sinks, monkeypatch):
+    sink, _ = sinks
+    monkeypatch.setattr(dispatch, "PURGE_BATCH", 4)
+    now = time.time()
+    delivered = write_events(store, 10, now - 100)
+    store.events_delivered(list(delivered), now - 50)
+    dispatcher = Dispatcher(store, sink.url, retention_seconds=10)
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.list_events("delivered", 100) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop()
+    assert store.list_events(None, 100) == []

@@ -5,6 +5,8 @@ POSTs each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET
 records the outcome: any 2xx is delivered; anything else is retried with exponential backoff and
 jitter (1 s, 2 s, 4 s … capped at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min) until the event's
 24-hour retry window has passed, then it is marked dead and stays listed for the operator.
+Delivered events are kept for `WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then deleted
+(each worker looks every PURGE_SECONDS); pending and dead events are never deleted.
 Delivery is at least once; receivers de-duplicate on `event_id` (also the `webhook-id` header).
 Events go out oldest first; after a failed post the rest of the round waits, so a customer's
 events stay in order unless a retried event is overtaken by newer ones once the endpoint is back.
@@ -42,6 +44,8 @@ BATCH = 100
 COALESCE_SECONDS = 0.05
 SERVING_SECONDS = 0.5  # a worker that charged a call this recently is serving calls
 HANDOFF_SECONDS = 2.0  # how long a serving worker leaves new events to the others
+PURGE_SECONDS = 600.0  # how often each worker deletes delivered events past their retention
+PURGE_BATCH = 1000  # events deleted per transaction, so the writer's turn stays short
 
 
 def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
@@ -67,9 +71,12 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         poll_seconds: float = 1.0,
         max_backoff: float = 1800.0,
+        retention_seconds: float = 7 * 86_400.0,
     ):
         self.store, self.url, self.secret = store, url, secret
         self.clock, self.poll_seconds, self.max_backoff = clock, poll_seconds, max_backoff
+        self.retention_seconds = retention_seconds
+        self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
         self._rng = random.Random()
         self._wake = threading.Event()
         self._last_wake = -SERVING_SECONDS  # time.monotonic() of the last call that wrote events
@@ -106,6 +113,12 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_SECONDS
+                try:
+                    self.purge()
+                except Exception:
+                    log.exception("webhook dispatcher: could not delete old delivered events; retrying later")
             serving = self.serving()
             try:
                 backlog = self.deliver_due(HANDOFF_SECONDS if serving else 0.0) == BATCH
@@ -123,6 +136,16 @@ class Dispatcher:
                 # Let the calls of the next moments add their events too: one claim and one
                 # commit per batch instead of per event.
                 self._stop.wait(COALESCE_SECONDS)
+
+    def purge(self) -> int:
+        """Delete the delivered events older than the retention, a batch per transaction."""
+        before, deleted = self.clock() - self.retention_seconds, 0
+        while not self._stop.is_set():
+            count = self.store.purge_delivered(before, PURGE_BATCH)
+            deleted += count
+            if count < PURGE_BATCH:
+                break
+        return deleted
 
     def deliver_due(self, left_for_others: float = 0.0) -> int:
         """Post the events due now (at most a batch), skipping those due for less than
