@@ -15,6 +15,7 @@ listens twice, so it knows whether the call was meant for `https` or `http`.
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 import threading
 from dataclasses import dataclass, field
 from email.message import Message
@@ -165,7 +166,14 @@ class LocalUpstream:
             def log_message(self, *args):
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         return server
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hangs up or resets its connection is no error of the server's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
