@@ -62,7 +62,7 @@ def create_app(
     register_error_handlers(app)
     app.before_request(assign_request_id)
     if gateway.dispatcher is not None:
-        app.before_request(gateway.dispatcher.start)
+        app.before_request(gateway.dispatcher.request_started)
     app.before_request(auth.require_master_key(config.master_key))
     for blueprint in (
         llm.blueprint,

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import AUTH, MASTER_KEY, assert_openai_error, chat_body
 from tests.test_webhook_events import SEED_KEYS, verify
 from tests.webhook_sink import WebhookSink
+from webhooks import dispatcher as dispatch
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
@@ -182,3 +183,14 @@ def test_without_webhook_url_spend_is_tracked_and_no_event_written(make_app, cap
 @pytest.mark.parametrize("query", ["?status=lost", "?limit=0"])
 def test_bad_event_queries_are_400(hooked, query):
     assert_openai_error(hooked().test_client().get(f"/webhooks/events{query}", headers=AUTH), 400)
+
+
+def test_a_worker_taking_requests_counts_as_serving_even_when_they_write_no_event(hooked, sink):
+    app = hooked()
+    dispatcher = app.extensions["tollgate"].dispatcher
+    assert not dispatcher.serving()
+    response = app.test_client().get("/customer/list", headers=AUTH)
+    assert response.status_code == 200
+    assert dispatcher.serving()
+    time.sleep(dispatch.SERVING_SECONDS + 0.1)
+    assert not dispatcher.serving()

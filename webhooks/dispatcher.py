@@ -12,8 +12,8 @@ Events go out oldest first; after a failed post the rest of the round waits, so 
 events stay in order unless a retried event is overtaken by newer ones once the endpoint is back.
 The request path never waits for any of this: it only writes the outbox row and wakes the thread.
 
-Delivery keeps out of the calls' way. A worker that is serving calls (it charged one in the last
-SERVING_SECONDS) leaves new events to a worker that is not, for HANDOFF_SECONDS, and takes only
+Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a call
+was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for HANDOFF_SECONDS, and takes only
 the ones nobody took by then; a quiet worker delivers at once what is due. So under uneven load
 the posting, its CPU and its share of the interpreter lock go to an idle worker instead of
 slowing the calls of a busy one, and when every worker is busy events still go out, about
@@ -42,7 +42,7 @@ READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
 BATCH = 100
 COALESCE_SECONDS = 0.05
-SERVING_SECONDS = 0.5  # a worker that charged a call this recently is serving calls
+SERVING_SECONDS = 0.5  # a worker that took a request this recently is serving calls
 HANDOFF_SECONDS = 2.0  # how long a serving worker leaves new events to the others
 PURGE_SECONDS = 600.0  # how often each worker deletes delivered events past their retention
 PURGE_BATCH = 1000  # events deleted per transaction, so the writer's turn stays short
@@ -79,7 +79,7 @@ class Dispatcher:
         self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
         self._rng = random.Random()
         self._wake = threading.Event()
-        self._last_wake = -SERVING_SECONDS  # time.monotonic() of the last call that wrote events
+        self._last_request = -SERVING_SECONDS  # time.monotonic() of this process's last request
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
@@ -95,14 +95,19 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="tollgate-webhooks", daemon=True)
         self._thread.start()
 
+    def request_started(self) -> None:
+        """Before each request of this process: it is serving; the thread runs."""
+        self._last_request = time.monotonic()
+        self.start()
+
     def wake(self) -> None:
         """A call in this process wrote events: deliver them soon, from here if nobody else does."""
-        self._last_wake = time.monotonic()
+        self._last_request = time.monotonic()
         self._wake.set()
 
     def serving(self) -> bool:
-        """Whether this process is serving calls (it charged one in the last SERVING_SECONDS)."""
-        return time.monotonic() - self._last_wake < SERVING_SECONDS
+        """Whether this process is serving requests (one started or charged in the last SERVING_SECONDS)."""
+        return time.monotonic() - self._last_request < SERVING_SECONDS
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the event in hand and stop; undelivered events stay in the outbox."""
