@@ -27,7 +27,8 @@ fresh Tollgate with webhooks off and another with webhooks on (ABBA order: off, 
 ...), measures each at every level (non-streaming), and prints every point, then per level the
 median and range over the rounds of requests/s, p50 and p99 for each, and the difference of the
 medians next to the spread of the webhooks-off runs (a difference smaller than that spread is
-not measurable on this machine).
+not measurable on this machine). The events of each warm-up are delivered before its Tollgate
+is measured.
 
 Everything runs on 127.0.0.1, every run is bounded in time, and every process started is stopped
 by its pid. Exits 2 when wrk is missing, 1 when any call failed.
@@ -285,14 +286,8 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
     points = []
     for clients in args.levels:
         print(f"direct x{clients}: {args.duration} s", flush=True)
-        points.append(
-            Point(
-                "json",
-                clients,
-                "direct",
-                wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load),
-            )
-        )
+        result = wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load)
+        points.append(Point("json", clients, "direct", result))
     direct = {point.clients: point.result for point in points}
     problems = []
     for number in range(args.rounds):

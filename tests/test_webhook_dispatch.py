@@ -1,7 +1,8 @@
 """Who delivers the outbox: dispatchers on one SQLite store, each posting to its own local sink.
 
 A worker that is serving calls leaves new events to a quiet one; events nobody takes still go
-out; a dispatcher with nothing due stays out of the writers' way.
+out; a dispatcher with nothing due stays out of the writers' way; delivered events are deleted
+after their retention, and no others.
 """
 
 from __future__ import annotations

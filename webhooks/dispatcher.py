@@ -12,9 +12,10 @@ Events go out oldest first; after a failed post the rest of the round waits, so 
 events stay in order unless a retried event is overtaken by newer ones once the endpoint is back.
 The request path never waits for any of this: it only writes the outbox row and wakes the thread.
 
-Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a call
-was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for HANDOFF_SECONDS, and takes only
-the ones nobody took by then; a quiet worker delivers at once what is due. So under uneven load
+Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
+call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
+HANDOFF_SECONDS, and takes only the ones nobody took by then; a quiet worker delivers at once
+what is due. So under uneven load
 the posting, its CPU and its share of the interpreter lock go to an idle worker instead of
 slowing the calls of a busy one, and when every worker is busy events still go out, about
 HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no write lock.
