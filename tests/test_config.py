@@ -236,21 +236,19 @@ def test_webhook_secret_format(secret, ok):
         ]
 
 
-def test_webhook_retry_ceiling_comes_from_the_environment():
+@pytest.mark.parametrize(
+    ("variable", "field", "default", "good", "bad"),
+    [
+        ("WEBHOOK_RETRY_MAX_SECONDS", "webhook_retry_max_seconds", 1800, "2.5", "soon"),
+        ("WEBHOOK_RETENTION_DAYS", "webhook_retention_days", 7, "0.5", "0"),
+    ],
+)
+def test_webhook_numbers_come_from_the_environment(variable, field, default, good, bad):
     document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
-    assert parse(document).webhook_retry_max_seconds == 1800
-    assert parse(document, {**ENV, "WEBHOOK_RETRY_MAX_SECONDS": "2.5"}).webhook_retry_max_seconds == 2.5
-    assert problems_of(document, {**ENV, "WEBHOOK_RETRY_MAX_SECONDS": "soon"}) == [
-        "environment.WEBHOOK_RETRY_MAX_SECONDS: must be a positive number, got 'soon'"
-    ]
-
-
-def test_webhook_retention_comes_from_the_environment():
-    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
-    assert parse(document).webhook_retention_days == 7
-    assert parse(document, {**ENV, "WEBHOOK_RETENTION_DAYS": "0.5"}).webhook_retention_days == 0.5
-    assert problems_of(document, {**ENV, "WEBHOOK_RETENTION_DAYS": "0"}) == [
-        "environment.WEBHOOK_RETENTION_DAYS: must be a positive number, got '0'"
+    assert getattr(parse(document), field) == default
+    assert getattr(parse(document, {**ENV, variable: good}), field) == float(good)
+    assert problems_of(document, {**ENV, variable: bad}) == [
+        f"environment.{variable}: must be a positive number, got {bad!r}"
     ]
 
 
