@@ -4,8 +4,7 @@ It is asyncio, like the fake upstream, so that what it costs to receive an event
 receiver pays on its own machine) takes as little as possible of the cores the benchmark shares;
 and it runs at the lowest CPU priority (`--nice`, default 19), so that it takes the time the
 calls leave idle rather than time from them: a receiver has a machine of its own, and what it
-costs is no part of what webhooks cost Tollgate. (At the default priority, on two cores, it
-added 0.1–0.3 ms to the median latency of the calls it competed with.)
+costs is no part of what webhooks cost Tollgate (`--nice 0` runs it at the default priority).
 It listens on 127.0.0.1, keeps connections open, answers every POST 200, and prints its URL as
 the first line of stdout; then it answers each line read on stdin with `<accepted> <distinct>`:
 how many events it accepted and how many distinct `event_id`s they carry. It exits when stdin

@@ -1,10 +1,11 @@
 """HTTP to the upstreams: `http.client` over connections kept open per thread.
 
-Every relayed call, and every webhook post, goes through `Upstreams.post`. A thread keeps the connections it opened (one
-idle connection per host is reused; the others are closed when returned), so nothing opened
-before gunicorn forks is used after it and no lock is taken on the hot path. `http.client`
-rather than `requests`: a relayed call costs well under half the CPU (`bench/` has the figures),
-and Tollgate needs none of what `requests` adds on top (cookies, redirects, auth helpers).
+Every relayed call, and every webhook post, goes through `Upstreams.post`. A thread keeps the
+connections it opened (one idle connection per host is reused; the others are closed when
+returned), so nothing opened before gunicorn forks is used after it and no lock is taken on the
+hot path. `http.client` rather than `requests`: a relayed call costs well under half the CPU
+(`bench/` has the figures), and Tollgate needs none of what `requests` adds on top (cookies,
+redirects, auth helpers).
 
 - TLS with the system's trusted certificates and host-name checks (`ssl.create_default_context`).
 - A proxy from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once
@@ -161,7 +162,8 @@ def _read_fields(fp) -> http.client.HTTPMessage:
     return message
 
 
-# A header field as sent: a token, then a value without CR, LF or NUL (what http.client checks).
+# A header field as sent: a token, then a value without CR, LF or NUL (stricter than http.client,
+# which lets a folded CR LF + space through).
 _FIELD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+: [^\r\n\x00]*")
 
 
@@ -180,6 +182,7 @@ class _OneWrite:
     TCP_NODELAY, and two wake-ups of the receiver per request) and checks each header field
     with two regular expressions as it adds it; here the block comes checked (`_header_block`,
     one expression per field) and the request line, header block and body go out in one `send`.
+    `_send_output` and `_buffer` are `http.client`'s own (Python 3.11), as `_Answer.begin` is.
     """
 
     def post(self, target: str, body: bytes, header_block: bytes) -> None:

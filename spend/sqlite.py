@@ -95,6 +95,9 @@ class WriterTurn:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
+    def close(self) -> None:
+        os.close(self._fd)
+
 
 @dataclass
 class _Pending:
@@ -200,12 +203,18 @@ class SQLiteStore(CustomerAdmin, Outbox):
     def _writer_lock(self) -> WriterTurn:
         turn = self._writers
         if turn is None or turn.pid != os.getpid():  # one inherited through fork may be held by a thread that is gone
-            turn = self._writers = WriterTurn(self.path)
+            with self._lock:  # one turn per process, even when its first writers start together
+                if self._writers is None or self._writers.pid != os.getpid():
+                    self._writers = WriterTurn(self.path)
+                turn = self._writers
         return turn
 
     def close(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, []
+            turn, self._writers = self._writers, None
+        if turn is not None and turn.pid == os.getpid():
+            turn.close()
         for connection in connections:
             try:
                 connection.close()

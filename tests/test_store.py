@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import threading
 import time
@@ -287,3 +288,16 @@ def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_pa
     assert written.is_set()
     assert store.get_customer("waits").spend_units == 5
     store.close()
+
+
+def test_closing_a_store_releases_its_lock_file_descriptor(tmp_path):
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for number in range(20):
+        store = open_store(f"sqlite:///{tmp_path / f'spend-{number}.db'}")
+        store.migrate()
+        store.record_call(call())
+        store.close()
+    assert open_descriptors() == before
