@@ -76,9 +76,11 @@ def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path):
 
 
 def test_long_call_is_not_killed_by_the_worker_timeout(tmp_path):
-    with FakeUpstream(delay_ms=4000) as upstream:
+    # A gthread worker reports to the arbiter about once a second whatever its threads do, so a
+    # timeout of 1 s races that heartbeat; 3 s leaves it room, and the call lasts twice as long.
+    with FakeUpstream(delay_ms=6000) as upstream:
         env, _ = server_env(tmp_path, upstream.url)
-        env["GUNICORN_CMD_ARGS"] = "--timeout 1"
+        env["GUNICORN_CMD_ARGS"] = "--timeout 3"
         with tollgate_server(env, workers=1) as server:
             body = {"model": "gpt-test", "user": "patient", "messages": [{"role": "user", "content": "think"}]}
             response = requests.post(f"{server.url}/chat/completions", json=body, headers=AUTH, timeout=30)
