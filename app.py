@@ -88,6 +88,7 @@ def _dispatcher(config: Config, store: SpendStore, clock: Callable[[], float] | 
         clock=clock or time.time,
         max_backoff=config.webhook_retry_max_seconds,
         retention_seconds=config.webhook_retention_days * 86_400,
+        depth=config.webhook_pipeline_depth,
     )
 
 

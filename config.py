@@ -146,6 +146,7 @@ class Config:
     webhook_secret: str | None = None
     webhook_retry_max_seconds: float = 1800.0
     webhook_retention_days: float = 7.0
+    webhook_pipeline_depth: int = 16
     warnings: tuple[str, ...] = ()
 
     @property
@@ -215,6 +216,11 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
 
     retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
     retention_days = reader.number(reader.env, "WEBHOOK_RETENTION_DAYS", "environment", 7.0)
+    depth_text = reader.env.get("WEBHOOK_PIPELINE_DEPTH", "16")
+    depth = int(depth_text) if depth_text.strip().isdigit() else 0
+    if not 1 <= depth <= 64:
+        reader.error(f"environment.WEBHOOK_PIPELINE_DEPTH: must be a whole number from 1 to 64, got {depth_text!r}")
+        depth = 16
     secret = reader.env.get("WEBHOOK_SECRET") or None
     if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
         reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
@@ -230,6 +236,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         webhook_secret=secret,
         webhook_retry_max_seconds=retry_ceiling,
         webhook_retention_days=retention_days,
+        webhook_pipeline_depth=depth,
         warnings=tuple(reader.warnings),
     )
 

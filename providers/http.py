@@ -1,9 +1,10 @@
 """HTTP to the upstreams: `http.client` over connections kept open per thread.
 
-Every relayed call, and every webhook post, goes through `Upstreams.post`. A thread keeps the
-connections it opened (one idle connection per host is reused; the others are closed when
-returned), so nothing opened before gunicorn forks is used after it and no lock is taken on the
-hot path. `http.client` rather than `requests`: a relayed call costs well under half the CPU
+Every relayed call goes through `Upstreams.post`, and webhook events through
+`Upstreams.post_pipelined` (several POSTs on one connection, their answers read in order). A
+thread keeps the connections it opened (one idle connection per host is reused; the others are
+closed when returned), so nothing opened before gunicorn forks is used after it and no lock is
+taken on the hot path. `http.client` rather than `requests`: a relayed call costs well under half the CPU
 (`bench/` has the figures), and Tollgate needs none of what `requests` adds on top (cookies,
 redirects, auth helpers).
 
@@ -30,6 +31,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 CONNECT_TIMEOUT = 10.0
@@ -230,18 +232,8 @@ class Upstreams:
         `timeout` bounds each wait for the answer, `connect_timeout` (at most `timeout`) the
         connection. Raises TransportTimeout or TransportError; any HTTP status is returned as is.
         """
-        parts = urlsplit(url)
-        https = parts.scheme == "https"
-        host, port = parts.hostname or "", parts.port or (443 if https else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        proxy = self._proxy(parts.scheme, host)
-        sent = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT, **headers}
-        sent["Content-Length"] = str(len(body))
-        if proxy is not None and not https:  # a plain-HTTP proxy takes the absolute URL
-            target = f"http://{sent['Host']}{target}"
-            sent.update(_proxy_auth(proxy))
-        header_block = _header_block(sent)
-        key = (parts.scheme, host, port)
+        key, proxy, target, first = self._route(url)
+        header_block = _header_block({**first, **headers, "Content-Length": str(len(body))})
         for fresh in (False, True):
             connection, reused = self._checkout(key, proxy, min(connect_timeout, timeout), fresh)
             try:
@@ -261,6 +253,82 @@ class Upstreams:
                 response.content  # noqa: B018 - read now, so the connection goes back at once
             return response
         raise AssertionError("unreachable")
+
+    def post_pipelined(
+        self,
+        url: str,
+        requests: list[tuple[bytes, dict]],
+        timeout: float,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> Answers:
+        """POST each `(body, headers)` to `url` on one connection, pipelined (RFC 9112 §9.3.2).
+
+        The requests go out in one write and their answers are read in order, each wait bounded
+        by `timeout`; an answer's body is read and dropped. The statuses come back in the order of
+        the requests; when fewer came than were sent, `error` says why the rest went unanswered
+        (the receiver closed the connection, timed out, or could not be reached), and whether a
+        request without an answer was processed is unknown: the caller sends it again. Keep the
+        requests together well under the socket buffers (a few tens of KB): neither side reads
+        while the other is still writing. Raises ValueError for a header that could split a request.
+        """
+        key, proxy, target, first = self._route(url)
+        if _UNSAFE_TARGET.search(target):
+            raise ValueError("invalid request target")
+        line = f"POST {target} HTTP/1.1\r\n".encode("latin-1")
+        payload = b"".join(
+            line + _header_block({**first, **headers, "Content-Length": str(len(body))}) + b"\r\n\r\n" + body
+            for body, headers in requests
+        )
+        for fresh in (False, True):
+            try:
+                connection, reused = self._checkout(key, proxy, min(connect_timeout, timeout), fresh)
+            except TransportError as exc:
+                return Answers([], str(exc))
+            statuses: list[int] = []
+            closing = old = True
+            reader = None
+            try:
+                connection.sock.settimeout(timeout)
+                connection.sock.sendall(payload)
+                reader = connection.sock.makefile("rb")
+                for _ in requests:
+                    status, closing, old = _read_answer(reader)
+                    statuses.append(status)
+                    if closing:
+                        break
+            except TimeoutError:
+                connection.close()
+                return Answers(statuses, f"no answer within {timeout:g}s", timed_out=True)
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                if reused and not statuses and isinstance(exc, _DROPPED):
+                    continue  # the receiver closed this kept-open connection as we sent: nothing was served
+                return Answers(statuses, type(exc).__name__)
+            finally:
+                if reader is not None:
+                    reader.close()
+            if closing:
+                connection.close()
+            else:
+                self._returner(key, connection)(True)
+            if len(statuses) < len(requests):
+                return Answers(statuses, "the receiver closed the connection", one_per_connection=old)
+            return Answers(statuses, one_per_connection=old)
+        raise AssertionError("unreachable")
+
+    def _route(self, url: str) -> tuple[Address, str | None, str, dict]:
+        """Where a POST to `url` goes: the address, the proxy if any, the request target and
+        the first header fields (Host, User-Agent, the proxy's credentials for plain HTTP)."""
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host, port = parts.hostname or "", parts.port or (443 if https else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = self._proxy(parts.scheme, host)
+        first = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT}
+        if proxy is not None and not https:  # a plain-HTTP proxy takes the absolute URL
+            target = f"http://{first['Host']}{target}"
+            first.update(_proxy_auth(proxy))
+        return (parts.scheme, host, port), proxy, target, first
 
     def _checkout(
         self, key: Address, proxy: str | None, connect_timeout: float, fresh: bool
@@ -326,6 +394,69 @@ class Upstreams:
 
 
 _DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")  # what http.client refuses in a request target
+
+
+class Answers(NamedTuple):
+    """What `post_pipelined` read: the statuses in request order, and why any after them are missing."""
+
+    statuses: list[int]
+    error: str | None = None
+    timed_out: bool = False  # an answer did not come within the timeout
+    one_per_connection: bool = False  # an HTTP/1.0 answer without keep-alive: one answer per connection
+
+
+def _read_answer(reader) -> tuple[int, bool, bool]:
+    """Read one answer off `reader` to its end: its status, whether the connection closes after
+    it, and whether that is because the answer is HTTP/1.0 without keep-alive.
+
+    Interim (1xx) answers are skipped. The body is read and dropped: by Content-Length, chunk by
+    chunk, or, with neither, to the end of the connection.
+    """
+    while True:
+        line = reader.readline(MAX_HEADER_LINE + 1)
+        if not line:
+            raise http.client.RemoteDisconnected("closed without an answer")
+        version, _, rest = line.decode("iso-8859-1").partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit() or len(line) > MAX_HEADER_LINE:
+            raise http.client.BadStatusLine(line[:100].decode("iso-8859-1"))
+        status = int(rest[:3])
+        fields = _read_fields(reader)
+        if not 100 <= status < 200:
+            break
+    tokens = {token.strip().lower() for token in fields.get("connection", "").split(",")}
+    old = version == "HTTP/1.0" and "keep-alive" not in tokens
+    closing = old or "close" in tokens
+    encoding = fields.get("transfer-encoding", "")
+    if status in (204, 304):
+        return status, closing, old
+    if encoding.lower() == "chunked":
+        while True:
+            size_line = reader.readline(MAX_HEADER_LINE + 1)
+            try:
+                size = int(size_line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise http.client.IncompleteRead(b"") from None
+            if size == 0:
+                _read_fields(reader)  # trailers
+                return status, closing, old
+            _skip(reader, size + 2)
+    length = fields.get("content-length")
+    if length is not None and length.strip().isdigit():
+        _skip(reader, int(length))
+        return status, closing, old
+    while reader.read(READ_SIZE):  # the body ends when the connection does
+        pass
+    return status, True, old
+
+
+def _skip(reader, count: int) -> None:
+    """Read and drop exactly `count` bytes."""
+    while count > 0:
+        piece = reader.read(min(count, READ_SIZE))
+        if not piece:
+            raise http.client.IncompleteRead(b"", count)
+        count -= len(piece)
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

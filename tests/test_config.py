@@ -252,6 +252,16 @@ def test_webhook_numbers_come_from_the_environment(variable, field, default, goo
     ]
 
 
+@pytest.mark.parametrize("bad", ["0", "65", "-1", "4.5", "many"])
+def test_webhook_pipeline_depth_comes_from_the_environment(bad):
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    assert parse(document).webhook_pipeline_depth == 16
+    assert parse(document, {**ENV, "WEBHOOK_PIPELINE_DEPTH": "1"}).webhook_pipeline_depth == 1
+    assert problems_of(document, {**ENV, "WEBHOOK_PIPELINE_DEPTH": bad}) == [
+        f"environment.WEBHOOK_PIPELINE_DEPTH: must be a whole number from 1 to 64, got {bad!r}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

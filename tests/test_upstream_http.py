@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from providers.http import TransportError, TransportTimeout, Upstreams
+from providers.http import Answers, TransportError, TransportTimeout, Upstreams
 from tests.local_upstream import LocalUpstream
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -199,3 +199,81 @@ def test_a_header_field_that_could_split_the_request_is_refused_before_sending(n
     assert http.post(URL, b'{"n": 1}', {"X-Note": "fine: a value, with colons"}, timeout=5).status_code == 200
     [call] = upstream.calls
     assert call.request.headers["X-Note"] == "fine: a value, with colons" and call.request.body == b'{"n": 1}'
+
+
+def pipelined_answers(answers: bytes, expect: int) -> str:
+    """A one-shot server that waits for `expect` requests (so they must come without waiting for
+    answers), then writes `answers` as is and keeps the connection open until the client closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection, listener:
+            data = b""
+            while data.count(b"\r\n\r\n{}") < expect:
+                data += connection.recv(65536)
+            connection.sendall(answers)
+            while connection.recv(65536):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+
+
+def test_pipelined_posts_are_sent_together_and_their_answers_read_in_order(no_proxy_env):
+    url = pipelined_answers(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad",
+        expect=4,
+    )
+    answers = Upstreams().post_pipelined(url, [(b"{}", {"X-N": str(n)}) for n in range(4)], timeout=5)
+    assert answers == Answers([200, 202, 204, 500])
+
+
+def test_pipelined_posts_after_a_closing_answer_are_unanswered(no_proxy_env):
+    url = pipelined_answers(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        expect=3,
+    )
+    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=5)
+    assert answers.statuses == [200, 200] and answers.error and not answers.timed_out
+    assert not answers.one_per_connection
+
+
+def test_an_http_1_0_answer_means_one_post_per_connection(no_proxy_env):
+    url = pipelined_answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
+    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
+    assert answers.statuses == [200] and answers.one_per_connection
+
+
+def test_pipelined_posts_left_unanswered_time_out(no_proxy_env):
+    url = pipelined_answers(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3)
+    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=0.3)
+    assert answers.statuses == [200] and answers.timed_out
+
+
+def test_pipelined_posts_to_nobody_are_unanswered_with_the_reason(no_proxy_env):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    answers = Upstreams().post_pipelined(f"http://127.0.0.1:{port}/hook", [(b"{}", {})] * 2, timeout=2)
+    assert answers.statuses == [] and answers.error
+
+
+def test_pipelined_posts_share_the_kept_open_connection(no_proxy_env, upstream):
+    upstream.post(URL, json={"ok": True})
+    http = upstream.transport()
+    assert http.post(URL, b"{}", {}, timeout=5).status_code == 200
+    assert http.post_pipelined(URL, [(b'{"n": %d}' % n, {}) for n in range(5)], timeout=5) == Answers([200] * 5)
+    assert [call.request.body for call in upstream.calls[1:]] == [b'{"n": %d}' % n for n in range(5)]
+    assert len(client_ports(upstream)) == 1
+
+
+def test_a_pipelined_header_that_could_split_a_request_is_refused_before_sending(no_proxy_env, upstream):
+    upstream.post(URL, json={"ok": True})
+    with pytest.raises(ValueError):
+        upstream.transport().post_pipelined(URL, [(b"{}", {}), (b"{}", {"X-Note": "a\r\nX-Injected: 1"})], timeout=5)
+    assert upstream.calls == []

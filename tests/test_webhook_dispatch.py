@@ -7,6 +7,7 @@ after their retention, and no others.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from spend.sqlite_outbox import add_events
 from spend.store import open_store
-from tests.webhook_sink import WebhookSink
+from tests.webhook_sink import PipelineReceiver, WebhookSink
 from webhooks import dispatcher as dispatch
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, for_charge
@@ -187,3 +188,60 @@ def test_the_delivery_thread_purges_in_batches_as_it_starts(store, sinks, monkey
     finally:
         dispatcher.stop()
     assert store.list_events(None, 100) == []
+
+
+def test_events_are_posted_pipelined_on_one_kept_open_connection(store):
+    ids = write_events(store, 40, time.time())
+    with PipelineReceiver() as receiver:
+        dispatcher = Dispatcher(store, receiver.url, depth=16)
+        assert dispatcher.deliver_due() == 40
+        assert [event["event_id"] for event in receiver.accepted] == sorted(ids)  # claim order: same created_at
+        assert receiver.connections == 1
+        assert max(receiver.per_read) > 1  # several posts arrived before the first was answered
+        assert dispatcher.depth == 16
+    assert store.list_events("pending", 100) == []
+
+
+def test_one_at_a_time_sends_each_post_after_the_last_answer(store):
+    ids = write_events(store, 10, time.time())
+    with PipelineReceiver() as receiver:
+        assert Dispatcher(store, receiver.url, depth=1).deliver_due() == 10
+        assert {event["event_id"] for event in receiver.accepted} == ids
+        assert receiver.per_read == [1] * 10 and receiver.connections == 1
+
+
+def test_a_failed_post_in_a_window_is_retried_and_the_others_are_delivered(store):
+    ids = write_events(store, 10, time.time())
+    with PipelineReceiver(statuses={2: 500}) as receiver:
+        dispatcher = Dispatcher(store, receiver.url, depth=16)
+        assert dispatcher.deliver_due() == 9
+        failed = {body["event_id"] for body in map(json.loads, (b for b, status in receiver.answered if status == 500))}
+        [pending] = store.list_events("pending", 100)
+        assert {pending.event_id} == failed and pending.attempts == 1 and pending.last_error == "HTTP 500"
+        assert {event["event_id"] for event in receiver.accepted} == ids - failed
+
+
+@pytest.mark.parametrize(("how", "depth_after"), [("close-after-3", 16), ("http/1.0", 1)])
+def test_posts_left_unanswered_when_the_receiver_closes_go_again_on_a_new_connection(store, how, depth_after):
+    ids = write_events(store, 20, time.time())
+    with PipelineReceiver(how) as receiver:
+        dispatcher = Dispatcher(store, receiver.url, depth=16)
+        delivered = 0
+        for _ in range(20):
+            delivered += dispatcher.deliver_due()
+        assert delivered == 20
+        assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)  # each once
+        assert receiver.connections > 1 and dispatcher.depth == depth_after
+    assert store.list_events("pending", 100) == []
+
+
+def test_a_receiver_that_drops_pipelined_posts_gets_them_one_at_a_time(store, monkeypatch, caplog):
+    monkeypatch.setattr(dispatch, "READ_TIMEOUT", 0.5)
+    ids = write_events(store, 12, time.time())
+    with PipelineReceiver("one-per-read") as receiver:
+        dispatcher = Dispatcher(store, receiver.url, depth=16)
+        assert dispatcher.deliver_due() == 12
+        assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)
+        assert dispatcher.depth == 1
+    assert "posting one at a time from now on" in caplog.text
+    assert store.list_events("pending", 100) == [] and store.list_events("dead", 100) == []
