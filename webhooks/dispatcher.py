@@ -13,9 +13,10 @@ jitter (1 s, 2 s, 4 s … capped at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min)
 Delivered events are kept for `WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then deleted
 (each worker looks every PURGE_SECONDS); pending and dead events are never deleted.
 Delivery is at least once; receivers de-duplicate on `event_id` (also the `webhook-id` header).
-Events go out oldest first; after a failed post the rest of the round waits (posts already in
-flight with it keep their answers), so a customer's events stay in order unless a failed event
-is overtaken by the ones in flight with it, or by newer ones once the endpoint is back.
+Events go out in the order they fall due (a new event at once, a failed one at its retry time);
+after a failed post the rest of the round waits (posts already in flight with it keep their
+answers), so a customer's events stay in order unless a failed event is overtaken by the ones
+in flight with it or by newer ones while it waits for its retry.
 The request path never waits for any of this: it only writes the outbox row and wakes the thread.
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
