@@ -5,13 +5,15 @@ at once) and POSTs the same 600-byte JSON body to it `--posts` times (default 30
 unmeasured), in three ways, printing the posting thread's CPU (`time.thread_time`) and the wall
 time per post:
 
-- through `providers.http.Upstreams`, as the dispatcher posts (and as calls reach upstreams);
+- through `providers.http.Upstreams.post`, one at a time (as calls reach upstreams);
+- through `Upstreams.post_pipelined`, `--window` posts at a time (default 4,16), as the
+  dispatcher posts (`WEBHOOK_PIPELINE_DEPTH`, default 16);
 - with a bare socket: the request bytes written at once, the answer read from one buffered reader
   kept for the connection (what a minimal HTTP/1.1 client costs on this machine);
-- pipelined on a bare socket, `--window` posts (default 4,16) written in one write and their
-  answers read in order.
+- pipelined on a bare socket, `--window` posts written in one write and their answers read in
+  order.
 
-The last two are yardsticks for `providers/http.py`, not a client Tollgate uses. Runs on
+The bare-socket ways are yardsticks for `providers/http.py`, not a client Tollgate uses. Runs on
 127.0.0.1 only, bounded by the count and the sink's `--seconds`; the sink is stopped by its pid.
 """
 
@@ -87,8 +89,17 @@ def main() -> int:
         print("| way | posts | CPU µs/post | wall µs/post |\n|---|---:|---:|---:|")
         for _ in range(WARMUP):
             through_upstreams()
-        measure("providers.http.Upstreams", args.posts, through_upstreams)
-        for window in [1] + [int(size) for size in args.window.split(",") if size.strip()]:
+        measure("providers.http.Upstreams.post", args.posts, through_upstreams)
+        windows = [int(size) for size in args.window.split(",") if size.strip()]
+        for window in windows:
+
+            def pipelined(window: int = window) -> None:
+                answers = http.post_pipelined(url, [(BODY, HEADERS)] * window, 30.0)
+                if answers.statuses != [200] * window:
+                    raise RuntimeError(f"the sink did not answer 200 to all: {answers}")
+
+            measure(f"Upstreams.post_pipelined, {window} at a time", args.posts, pipelined, window)
+        for window in [1, *windows]:
             post, connection = bare(port, window)
             for _ in range(max(WARMUP // window, 1)):
                 post()

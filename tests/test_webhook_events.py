@@ -6,13 +6,15 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from plain_json import dumps
 from webhooks.dispatcher import backoff, signature_headers
-from webhooks.events import Notify, for_charge
+from webhooks.events import Notify, for_charge, iso
 
 SEED_KEYS = [
     "spend",
@@ -141,3 +143,10 @@ def test_payloads_are_written_exactly_as_the_general_encoder_writes_them(custome
         assert event.body == dumps(json.loads(event.body))
         assert "e-" not in event.body.replace(customer_id, "")
     assert json.loads(events[0].body)["spend"] == 0.000000000004
+
+
+def test_event_ids_are_distinct_and_times_are_utc_whole_seconds():
+    ids = {event.event_id for _ in range(1000) for event in for_charge(Notify(token=None), "c", 1, 1, 0.0)}
+    assert len(ids) == 1000 and all(re.fullmatch(r"evt_[0-9a-f]{32}", event_id) for event_id in ids)
+    for epoch in (0.0, 1_795_795_200.999, 951_782_400.5, 4_102_444_799.0):  # 2000-02-29 among them
+        assert iso(epoch) == datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -14,9 +14,9 @@ keys, nulls included, plus `soft_budget`, `event_id` (stable across retries) and
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
 
@@ -106,7 +106,7 @@ def _projection(notify: Notify, customer_id: str, spend: int, now: float, window
 
 
 def _event(name, customer_id, spend_units, notify, message, now, mark=None, extra=None) -> Event:
-    event_id = f"evt_{uuid.uuid4().hex}"
+    event_id = f"evt_{os.urandom(16).hex()}"  # 128 random bits, as uuid4().hex reads, in a fifth of its time
     body = {
         "spend": usd(spend_units),
         "max_budget": _money(notify.max_budget_units),
@@ -158,5 +158,5 @@ def _money(units: int | None) -> float | None:
 
 
 def iso(epoch: float) -> str:
-    """An epoch time as `2026-11-27T15:00:00Z`."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """An epoch time as `2026-11-27T15:00:00Z` (whole seconds, truncated)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
