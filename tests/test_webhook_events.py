@@ -14,7 +14,7 @@ import pytest
 
 from plain_json import dumps
 from webhooks.dispatcher import backoff, signature_headers
-from webhooks.events import Notify, for_charge, iso
+from webhooks.events import Notify, for_charge, iso, new_event_id
 
 SEED_KEYS = [
     "spend",
@@ -145,8 +145,11 @@ def test_payloads_are_written_exactly_as_the_general_encoder_writes_them(custome
     assert json.loads(events[0].body)["spend"] == 0.000000000004
 
 
-def test_event_ids_are_distinct_and_times_are_utc_whole_seconds():
-    ids = {event.event_id for _ in range(1000) for event in for_charge(Notify(token=None), "c", 1, 1, 0.0)}
+def test_event_ids_are_distinct_and_in_creation_order_and_times_are_utc_whole_seconds():
+    ids = {event.event_id for _ in range(1000) for event in for_charge(Notify(token=None), "c", 1, 1, NOW)}
     assert len(ids) == 1000 and all(re.fullmatch(r"evt_[0-9a-f]{32}", event_id) for event_id in ids)
+    times = [NOW - 86_400, NOW - 0.005, NOW, NOW + 0.005, NOW + 3600]
+    in_order = [new_event_id(moment) for moment in times]
+    assert in_order == sorted(in_order)
     for epoch in (0.0, 1_795_795_200.999, 951_782_400.5, 4_102_444_799.0):  # 2000-02-29 among them
         assert iso(epoch) == datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
