@@ -261,3 +261,18 @@ def test_a_receiver_that_drops_pipelined_posts_gets_them_one_at_a_time(store, mo
         assert dispatcher.depth == 1
     assert "posting one at a time from now on" in caplog.text
     assert store.list_events("pending", 100) == [] and store.list_events("dead", 100) == []
+
+
+def test_a_slow_receiver_gets_what_the_claims_lease_cannot_cover_from_a_later_claim(store, monkeypatch):
+    monkeypatch.setattr(dispatch, "LEASE_SECONDS", 1.0)
+    ids = write_events(store, 20, time.time())
+    with PipelineReceiver(delay=0.1) as receiver:
+        dispatcher = Dispatcher(store, receiver.url, depth=2)
+        first = dispatcher.deliver_due()
+        assert 2 <= first <= 8  # windows of 2 at ~0.2 s each, none started past 0.75 s with the slowest
+        left = store.claim_events(time.time(), 1.0, 100)  # given back, not left leased
+        assert len(left) == 20 - first
+        store.release_events([event.event_id for event in left])
+        while dispatcher.deliver_due():
+            pass
+        assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)  # each once

@@ -93,10 +93,11 @@ class PipelineReceiver:
     - "close-after-N": answers N requests, the Nth with `Connection: close`, then closes;
     - "one-per-read": answers the first request of each read and drops the rest of the read,
       as servers that do not handle pipelining do (the connection stays open).
+    `delay` is how long it takes over each answer.
     """
 
-    def __init__(self, how: str = "keep-alive", statuses: dict[int, int] | None = None):
-        self.how, self.statuses = how, statuses or {}
+    def __init__(self, how: str = "keep-alive", statuses: dict[int, int] | None = None, delay: float = 0.0):
+        self.how, self.statuses, self.delay = how, statuses or {}, delay
         self.answered: list[tuple[bytes, int]] = []  # (body, status), in answer order
         self.per_read: list[int] = []  # complete requests found in each read
         self.connections = 0
@@ -174,6 +175,7 @@ class PipelineReceiver:
                     self._answer(connection, body, status, b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % status)
 
     def _answer(self, connection: socket.socket, body: bytes, status: int, answer: bytes) -> None:
+        time.sleep(self.delay)
         with self._lock:
             self.answered.append((body, status))
         connection.sendall(answer)

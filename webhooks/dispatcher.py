@@ -175,50 +175,66 @@ class Dispatcher:
 
     def deliver_due(self, left_for_others: float = 0.0) -> int:
         """Post the events due now (at most a batch), skipping those due for less than
-        `left_for_others` seconds; returns how many were delivered."""
+        `left_for_others` seconds; returns how many were delivered.
+
+        The claim's lease covers its posting: no new window starts once the time taken so far
+        and the slowest window would pass 3/4 of LEASE_SECONDS, so a slow receiver gets the rest
+        from a later claim rather than from two workers at once. (A single window that outlasts
+        the lease, 16 posts at more than ~2.8 s each, can still be posted twice.)
+        """
         now = self.clock()
         events = self.store.claim_events(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
         delivered: list[str] = []
-        done = 0  # events[:done] are answered (delivered or failed)
+        done, started, slowest = 0, time.monotonic(), 0.0  # events[:done] are answered or failed
         while done < len(events) and not self._stop.is_set():
+            if time.monotonic() - started + slowest > LEASE_SECONDS * 0.75:
+                break  # a slow receiver: the rest go back before their lease ends and another worker takes them too
+            began = time.monotonic()
             window = _window(events[done : done + self.depth])
-            answers = self._post_window(window)
-            failed = False
-            for event, status in zip(window, answers.statuses, strict=False):
-                if 200 <= status < 300:
-                    delivered.append(event.event_id)
-                else:
-                    self._failed(event, f"HTTP {status}")
-                    failed = True
-            done += len(answers.statuses)
-            if failed:
+            settled, go_on = self._settle(window, self._post_window(window), delivered)
+            slowest = max(slowest, time.monotonic() - began)
+            done += settled
+            if not go_on:
                 break
-            if len(answers.statuses) < len(window):
-                if not answers.statuses:  # the endpoint is failing: this event's post failed
-                    self._failed(events[done], answers.error or "no answer")
-                    done += 1
-                    break
-                if answers.timed_out and self.depth > 1:
-                    log.warning(
-                        "webhook receiver answered %d of %d pipelined posts, then nothing (%s); "
-                        "posting one at a time from now on",
-                        len(answers.statuses),
-                        len(window),
-                        answers.error,
-                    )
-                    self.depth = 1
-                elif answers.one_per_connection and self.depth > 1:
-                    log.info("webhook receiver answers HTTP/1.0, one post per connection; posting one at a time")
-                    self.depth = 1
-                # It answered some, then closed: the rest go again, on a new connection.
-        # The endpoint is failing (or we are stopping): give the rest back untried rather than
-        # wait out a timeout for each, and keep them behind the failed one this round.
+        # Give the rest back untried rather than wait out a timeout for each while the endpoint
+        # is failing (or we are stopping); they stay behind the failed one this round.
         rest = [event.event_id for event in events[done:]]
         if rest:
             self.store.release_events(rest)
         if delivered:
             self.store.events_delivered(delivered, self.clock())
         return len(delivered)
+
+    def _settle(self, window: list[OutboxEvent], answers: Answers, delivered: list[str]) -> tuple[int, bool]:
+        """Record a window's answers: how many of its events are settled, and whether to go on.
+
+        A 2xx is delivered (added to `delivered`); any other answer, or no answer to the first
+        post, is a failed post, which ends the round. Posts left unanswered after some answers go
+        again in the next window, on a new connection; one at a time from then on when the
+        receiver stopped answering pipelined posts or answers HTTP/1.0.
+        """
+        failed = False
+        for event, status in zip(window, answers.statuses, strict=False):
+            if 200 <= status < 300:
+                delivered.append(event.event_id)
+            else:
+                self._failed(event, f"HTTP {status}")
+                failed = True
+        answered = len(answers.statuses)
+        if failed or answered == len(window):
+            return answered, not failed
+        if answered == 0:
+            self._failed(window[0], answers.error or "no answer")
+            return 1, False
+        if self.depth > 1 and (answers.timed_out or answers.one_per_connection):
+            log.warning(
+                "webhook receiver answered %d of %d pipelined posts, then %s; posting one at a time from now on",
+                answered,
+                len(window),
+                answers.error if answers.timed_out else "closed the connection (HTTP/1.0)",
+            )
+            self.depth = 1
+        return answered, True
 
     def _post_window(self, window: list[OutboxEvent]) -> Answers:
         """POST the events pipelined on one connection (one at a time when the depth is 1)."""
