@@ -113,14 +113,6 @@ def test_a_quiet_worker_delivers_at_once(store, sinks):
     assert store.list_events("pending", 10) == []
 
 
-def test_a_claim_takes_at_most_its_limit(store, sinks):
-    _, sink = sinks
-    write_events(store, 20, time.time())
-    dispatcher = Dispatcher(store, sink.url)
-    assert [dispatcher.deliver_due(limit=dispatch.SERVING_BATCH) for _ in range(3)] == [16, 4, 0]
-    assert len(sink.accepted) == 20
-
-
 def test_finding_nothing_due_takes_no_write_lock(store):
     write_events(store, 3, time.time() + 3600)  # due in an hour
     held, release = threading.Event(), threading.Event()

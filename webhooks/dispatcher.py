@@ -21,12 +21,10 @@ The request path never waits for any of this: it only writes the outbox row and 
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
-HANDOFF_SECONDS, and takes only the ones nobody took by then, SERVING_BATCH at a time with a
-pause as long as each batch took; a quiet worker delivers at once what is due. So under uneven
-load the posting, its CPU and its share of the interpreter lock go to an idle worker instead of
-slowing the calls of a busy one, and when every worker is busy events still go out, about
-HANDOFF_SECONDS late, spread out rather than in bursts. A dispatcher that finds nothing due
-takes no write lock.
+HANDOFF_SECONDS, and takes only the ones nobody took by then; a quiet worker delivers at once
+what is due. So under uneven load the posting, its CPU and its share of the interpreter lock
+go to an idle worker instead of slowing the calls of a busy one, and when every worker is busy
+events still go out, about HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no write lock.
 """
 
 from __future__ import annotations
@@ -49,8 +47,7 @@ log = logging.getLogger("tollgate.webhooks")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
-BATCH = 100  # events per claim
-SERVING_BATCH = 16  # events per claim in a worker that is serving calls
+BATCH = 100
 PIPELINE_DEPTH = 16  # events in flight on one connection (WEBHOOK_PIPELINE_DEPTH)
 WINDOW_BYTES = 32_768  # at most this much body in flight, well inside both sides' socket buffers
 COALESCE_SECONDS = 0.05
@@ -148,18 +145,13 @@ class Dispatcher:
                     self.purge()
                 except Exception:
                     log.exception("webhook dispatcher: could not delete old delivered events; retrying later")
-            serving, began = self.serving(), time.monotonic()
-            limit = SERVING_BATCH if serving else BATCH
+            serving = self.serving()
             try:
-                backlog = self.deliver_due(HANDOFF_SECONDS if serving else 0.0, limit) == limit
+                backlog = self.deliver_due(HANDOFF_SECONDS if serving else 0.0) == BATCH
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
                 backlog = False
             if backlog:
-                if serving:
-                    # Small batches, each followed by a pause as long as it took: the posting
-                    # is spread out instead of holding up every call of this worker at once.
-                    self._stop.wait(time.monotonic() - began)
                 continue
             self._wake.clear()
             if serving:
@@ -181,8 +173,8 @@ class Dispatcher:
                 break
         return deleted
 
-    def deliver_due(self, left_for_others: float = 0.0, limit: int = BATCH) -> int:
-        """Post the events due now (at most `limit`), skipping those due for less than
+    def deliver_due(self, left_for_others: float = 0.0) -> int:
+        """Post the events due now (at most a batch), skipping those due for less than
         `left_for_others` seconds; returns how many were delivered.
 
         The claim's lease covers its posting: no new window starts once the time taken so far
@@ -191,7 +183,7 @@ class Dispatcher:
         the lease, 16 posts at more than ~2.8 s each, can still be posted twice.)
         """
         now = self.clock()
-        events = self.store.claim_events(now, LEASE_SECONDS, limit, due_by=now - left_for_others)
+        events = self.store.claim_events(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
         delivered: list[str] = []
         done, started, slowest = 0, time.monotonic(), 0.0  # events[:done] are answered or failed
         while done < len(events) and not self._stop.is_set():
