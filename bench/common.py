@@ -88,9 +88,10 @@ def read_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 @contextmanager
-def webhook_sink(seconds: float) -> Iterator[Sink]:
-    """Run `tests/webhook_sink.py`'s WebhookSink in its own process (`bench/sink.py`); stop it by pid."""
-    command = [sys.executable, "-m", "bench.sink", "--seconds", str(seconds)]
+def webhook_sink(seconds: float, nice: int = 19) -> Iterator[Sink]:
+    """Run the benchmark's webhook receiver in its own process (`bench/sink.py`, at CPU priority
+    `nice`); stop it by pid."""
+    command = [sys.executable, "-m", "bench.sink", "--seconds", str(seconds), "--nice", str(nice)]
     process = subprocess.Popen(
         command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
     )

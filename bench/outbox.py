@@ -11,23 +11,21 @@ default priority here, so answers come back at once) as the receiver, it prints:
 - delivering `--events` (default 5,000) events with `Dispatcher.deliver_due`: claim, post and
   mark, CPU µs per event, one post at a time and pipelined `--depth` (default 16) at a time.
 
-Bounded by the counts and the sink's `--seconds`; the sink is stopped by its pid.
+Bounded by the counts and the sink's lifetime; the sink is stopped by its pid.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO
+from bench import common
 from spend.sqlite_outbox import add_events
 from spend.store import open_store
-from tests.servers import stop
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, for_charge
 
@@ -104,21 +102,14 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=50_000, help="events pending for the claim (default 50000)")
     parser.add_argument("--depth", type=int, default=16, help="pipelined posts (default 16)")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "bench.sink", "--seconds", str(SINK_SECONDS), "--nice", "0"]
-    sink = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        url = sink.stdout.readline().strip()
+    with common.webhook_sink(SINK_SECONDS, nice=0) as sink:
         print("| what | cost |\n|---|---:|")
         with tempfile.TemporaryDirectory(prefix="tollgate-outbox-") as folder:
             render(args.events)
             write(Path(folder), args.events)
             claim(Path(folder), args.backlog)
             for depth in (1, args.depth):
-                deliver(Path(folder), url, args.events, depth)
-    finally:
-        sink.stdin.close()
-        stop(sink)
-        sink.stdout.close()
+                deliver(Path(folder), sink.url, args.events, depth)
     return 0
 
 

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from bench.common import REPO
+from bench import common
 from providers.http import Upstreams
-from tests.servers import stop
 
 BODY = b'{"event_id":"evt_0","spend":0.000123,"pad":"' + b"a" * 550 + b'"}'
 HEADERS = {"Content-Type": "application/json", "User-Agent": "Tollgate-Webhooks/1"}
@@ -75,10 +73,8 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=3000, help="posts per way (default 3000)")
     parser.add_argument("--window", default="4,16", help="pipelined posts per write (default 4,16)")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "bench.sink", "--seconds", str(SINK_SECONDS), "--nice", "0"]
-    sink = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        url = sink.stdout.readline().strip()
+    with common.webhook_sink(SINK_SECONDS, nice=0) as sink:
+        url = sink.url
         port = urlsplit(url).port
         http = Upstreams()
 
@@ -106,10 +102,6 @@ def main() -> int:
             label = "bare socket, one at a time" if window == 1 else f"bare socket, {window} pipelined"
             measure(label, args.posts, post, window)
             connection.close()
-    finally:
-        sink.stdin.close()
-        stop(sink)
-        sink.stdout.close()
     return 0
 
 

@@ -146,17 +146,21 @@ def test_https_goes_through_a_connect_tunnel(no_proxy_env):
     assert b"Proxy-Authorization: Basic dHVubmVsOnB3\r\n" in head  # tunnel:pw
 
 
-def raw_answer(answer: bytes) -> str:
-    """A one-shot server on 127.0.0.1 that reads a request and writes `answer` as is; its URL."""
+def raw_answer(answer: bytes, requests: int = 1) -> str:
+    """A one-shot server on 127.0.0.1; its URL. It reads `requests` requests with `{}` bodies
+    (several must come without waiting for answers), writes `answer` as is, and keeps the
+    connection open until the client closes it."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve():
         connection, _ = listener.accept()
         with connection, listener:
             data = b""
-            while b"\r\n\r\n" not in data or not data.endswith(b"{}"):
+            while data.count(b"\r\n\r\n{}") < requests:
                 data += connection.recv(65536)
             connection.sendall(answer)
+            while connection.recv(65536):
+                pass
 
     threading.Thread(target=serve, daemon=True).start()
     return f"http://127.0.0.1:{listener.getsockname()[1]}/v1/x"
@@ -201,42 +205,23 @@ def test_a_header_field_that_could_split_the_request_is_refused_before_sending(n
     assert call.request.headers["X-Note"] == "fine: a value, with colons" and call.request.body == b'{"n": 1}'
 
 
-def pipelined_answers(answers: bytes, expect: int) -> str:
-    """A one-shot server that waits for `expect` requests (so they must come without waiting for
-    answers), then writes `answers` as is and keeps the connection open until the client closes it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        connection, _ = listener.accept()
-        with connection, listener:
-            data = b""
-            while data.count(b"\r\n\r\n{}") < expect:
-                data += connection.recv(65536)
-            connection.sendall(answers)
-            while connection.recv(65536):
-                pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-
-
 def test_pipelined_posts_are_sent_together_and_their_answers_read_in_order(no_proxy_env):
-    url = pipelined_answers(
+    url = raw_answer(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
         b"HTTP/1.1 204 No Content\r\n\r\n"
         b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad",
-        expect=4,
+        requests=4,
     )
     answers = Upstreams().post_pipelined(url, [(b"{}", {"X-N": str(n)}) for n in range(4)], timeout=5)
     assert answers == Answers([200, 202, 204, 500])
 
 
 def test_pipelined_posts_after_a_closing_answer_are_unanswered(no_proxy_env):
-    url = pipelined_answers(
+    url = raw_answer(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        expect=3,
+        requests=3,
     )
     answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=5)
     assert answers.statuses == [200, 200] and answers.error and not answers.timed_out
@@ -244,13 +229,13 @@ def test_pipelined_posts_after_a_closing_answer_are_unanswered(no_proxy_env):
 
 
 def test_an_http_1_0_answer_means_one_post_per_connection(no_proxy_env):
-    url = pipelined_answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
+    url = raw_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
     answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
     assert answers.statuses == [200] and answers.one_per_connection
 
 
 def test_pipelined_posts_left_unanswered_time_out(no_proxy_env):
-    url = pipelined_answers(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3)
+    url = raw_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3)
     answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=0.3)
     assert answers.statuses == [200] and answers.timed_out
 
