@@ -4,9 +4,9 @@ Every relayed call goes through `Upstreams.post`, and webhook events through
 `Upstreams.post_pipelined` (several POSTs on one connection, their answers read in order). A
 thread keeps the connections it opened (one idle connection per host is reused; the others are
 closed when returned), so nothing opened before gunicorn forks is used after it and no lock is
-taken on the hot path. `http.client` rather than `requests`: a relayed call costs well under half the CPU
-(`bench/` has the figures), and Tollgate needs none of what `requests` adds on top (cookies,
-redirects, auth helpers).
+taken on the hot path. `http.client` rather than `requests`: a relayed call costs well under
+half the CPU (`bench/` has the figures), and Tollgate needs none of what `requests` adds on top
+(cookies, redirects, auth helpers).
 
 - TLS with the system's trusted certificates and host-name checks (`ssl.create_default_context`).
 - A proxy from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once

@@ -24,7 +24,8 @@ call was charged in the last SERVING_SECONDS) leaves new events to a worker that
 HANDOFF_SECONDS, and takes only the ones nobody took by then; a quiet worker delivers at once
 what is due. So under uneven load the posting, its CPU and its share of the interpreter lock
 go to an idle worker instead of slowing the calls of a busy one, and when every worker is busy
-events still go out, about HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no write lock.
+events still go out, about HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no
+write lock.
 """
 
 from __future__ import annotations
