@@ -111,21 +111,21 @@ def _projection(notify: Notify, customer_id: str, spend: int, now: float, window
         f"Customer projected to exceed budget. Customer={customer_id}, spend={usd_text(spend)}, "
         f"projected_spend={usd_text(projected)}, max_budget={usd_text(maximum)}"
     )
-    projection = {"projected_spend": usd(projected), "projected_exceeded_date": iso(exceeded_at)}
-    mark = ("projected", window)
+    mark, projection = ("projected", window), (usd(projected), iso(exceeded_at))
     return [_event("projected_limit_exceeded", customer_id, spend, notify, message, now, mark, projection)]
 
 
-def _event(name, customer_id, spend_units, notify, message, now, mark=None, extra=None) -> Event:
+def _event(name, customer_id, spend_units, notify, message, now, mark=None, projection=(None, None)) -> Event:
+    """One event; `projection` is (projected_spend, projected_exceeded_date) for projected_limit_exceeded."""
     event_id = new_event_id(now)
-    extra = extra or {}
+    projected_spend, projected_date = projection
     body = PAYLOAD % (
         plain_float(usd(spend_units)),
         _value(_money(notify.max_budget_units)),
         _value(notify.token),
         _value(customer_id),
-        _value(extra.get("projected_exceeded_date")),
-        _value(extra.get("projected_spend")),
+        _value(projected_date),
+        _value(projected_spend),
         encode_basestring(name),
         encode_basestring(message),
         _value(_money(notify.soft_budget_units)),
