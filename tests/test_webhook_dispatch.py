@@ -113,6 +113,36 @@ def test_a_quiet_worker_delivers_at_once(store, sinks):
     assert store.list_events("pending", 10) == []
 
 
+def test_a_quiet_worker_looks_again_soon_while_events_flow_and_rarely_when_they_stop(store, sinks, monkeypatch):
+    # The other workers' calls write events without waking this thread: it finds them by looking.
+    _, quiet_sink = sinks
+    quiet = Dispatcher(store, quiet_sink.url, poll_seconds=600.0)
+    looks = []  # how many events each look found
+    claim = store.claim_events
+
+    def look(*args, **kwargs):
+        found = claim(*args, **kwargs)
+        looks.append(len(found))
+        return found
+
+    monkeypatch.setattr(store, "claim_events", look)
+    first = write_events(store, 3, time.time())
+    quiet.start()
+    try:
+        quiet_sink.wait_for(3, timeout=10)
+        second = write_events(store, 3, time.time())  # long before the 600 s poll
+        quiet_sink.wait_for(6, timeout=10)
+        deadline = time.monotonic() + 10
+        while looks[-1] != 0 and time.monotonic() < deadline:  # the look after the flow finds nothing ...
+            time.sleep(0.01)
+        idle = len(looks)
+        time.sleep(dispatch.FLOW_SECONDS * 5)  # ... and then it waits for the poll
+        assert looks[-1] == 0 and len(looks) == idle
+    finally:
+        quiet.stop()
+    assert received(quiet_sink) == first | second
+
+
 def test_finding_nothing_due_takes_no_write_lock(store):
     write_events(store, 3, time.time() + 3600)  # due in an hour
     held, release = threading.Event(), threading.Event()

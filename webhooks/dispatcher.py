@@ -21,11 +21,13 @@ The request path never waits for any of this: it only writes the outbox row and 
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
-HANDOFF_SECONDS, and takes only the ones nobody took by then; a quiet worker delivers at once
-what is due. So under uneven load the posting, its CPU and its share of the interpreter lock
-go to an idle worker instead of slowing the calls of a busy one, and when every worker is busy
-events still go out, about HANDOFF_SECONDS late. A dispatcher that finds nothing due takes no
-write lock.
+HANDOFF_SECONDS, and takes only the ones nobody took by then. A quiet worker delivers at once
+what is due, and while events keep coming it looks again every FLOW_SECONDS, so they go out in
+small steady claims rather than one burst per poll (a burst holds the writer's turn and the
+cores long enough to show in the calls' p99). So under uneven load the posting, its CPU and its
+share of the interpreter lock go to an idle worker instead of slowing the calls of a busy one,
+and when every worker is busy events still go out, about HANDOFF_SECONDS late. A dispatcher
+that finds nothing due takes no write lock.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ BATCH = 100
 PIPELINE_DEPTH = 16  # events in flight on one connection (WEBHOOK_PIPELINE_DEPTH)
 WINDOW_BYTES = 32_768  # at most this much body in flight, well inside both sides' socket buffers
 COALESCE_SECONDS = 0.05
+FLOW_SECONDS = 0.1  # how soon a quiet worker that just delivered events looks for more
 SERVING_SECONDS = 0.5  # a worker that took a request this recently is serving calls
 HANDOFF_SECONDS = 2.0  # how long a serving worker leaves new events to the others
 PURGE_SECONDS = 600.0  # how often each worker deletes delivered events past their retention
@@ -148,16 +151,21 @@ class Dispatcher:
                     log.exception("webhook dispatcher: could not delete old delivered events; retrying later")
             serving = self.serving()
             try:
-                backlog = self.deliver_due(HANDOFF_SECONDS if serving else 0.0) == BATCH
+                delivered = self.deliver_due(HANDOFF_SECONDS if serving else 0.0)
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
-                backlog = False
-            if backlog:
+                delivered = 0
+            if delivered == BATCH:
                 continue
             self._wake.clear()
             if serving:
                 # The events of these calls are for a quiet worker; look again for any left over.
                 self._stop.wait(HANDOFF_SECONDS / 4)
+            elif delivered:
+                # Events are flowing, written by the other workers' calls, which do not wake this
+                # thread: look again soon, so they go out in small steady claims (and reach the
+                # receiver within FLOW_SECONDS) instead of one burst per poll.
+                self._stop.wait(FLOW_SECONDS)
             else:
                 self._wake.wait(self.poll_seconds)
                 # Let the calls of the next moments add their events too: one claim and one
