@@ -12,7 +12,9 @@ It first prints the time from starting the Procfile command to the first call se
 concurrency level (wrk `-c N -t min(N,2) -d --duration`), it measures the upstream DIRECTLY and
 THROUGH Tollgate: requests/s, p50/p90/p99 latency, errors (non-2xx and socket errors), and for
 Tollgate the CPU seconds of its process tree (utime+stime of the master and workers, children
-reaped included) and its peak RSS (sampled every 0.25 s). One markdown table at the end. Before
+reaped included), the busiest worker's share of the workers' CPU (wrk's connections are spread
+over the workers by whichever accepts first: ~50% is even, ~100% means one worker served them
+all) and its peak RSS (sampled every 0.25 s). One markdown table at the end. Before
 each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
 
     python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
@@ -79,6 +81,7 @@ class Point:
     result: wrk.Result
     cpu_seconds: float | None = None
     peak_rss_kib: int | None = None
+    busiest_worker: float | None = None  # the busiest worker's share of the workers' CPU, 0-1
 
 
 def parse_args() -> argparse.Namespace:
@@ -123,6 +126,17 @@ def cpu_ticks(pid: int) -> int:
         return 0
     fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state); utime is field 14
     return sum(int(value) for value in fields[11:15])
+
+
+def worker_cpu_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks used so far by each child (gunicorn worker) of `pid`."""
+    return {child: cpu_ticks(child) for child in common.children(pid)}
+
+
+def busiest_share(before: dict[int, int], after: dict[int, int]) -> float | None:
+    """The busiest worker's share of the CPU the workers used between two readings."""
+    used = [ticks - before.get(worker, 0) for worker, ticks in after.items()]
+    return max(used) / sum(used) if sum(used) > 0 else None
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -224,11 +238,11 @@ def create_customers(server: Server, users: int) -> None:
 def measure_tollgate(binary: str, server: Server, clients: int, seconds: int, load: wrk.Load) -> Point:
     """One point through Tollgate, with the CPU and peak RSS of its process tree."""
     pid = server.process.pid
-    before = tree_cpu_seconds(pid)
+    before, workers = tree_cpu_seconds(pid), worker_cpu_ticks(pid)
     with PeakRss(pid) as rss:
         result = wrk.run(binary, f"{server.url}/chat/completions", clients, seconds, load)
-    cpu = tree_cpu_seconds(pid) - before
-    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib)
+    cpu, share = tree_cpu_seconds(pid) - before, busiest_share(workers, worker_cpu_ticks(pid))
+    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, share)
 
 
 def run_points(binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace) -> list[Point]:
@@ -255,14 +269,16 @@ def row(point: Point, direct: wrk.Result | None) -> str:
     if point.target != "direct" and direct is not None:
         pairs = [(result.p50_ms, direct.p50_ms), (result.p90_ms, direct.p90_ms), (result.p99_ms, direct.p99_ms)]
         added = [f"{through - base:+.2f}" for through, base in pairs]
-    cpu = rss = per_call = ""
+    cpu = rss = per_call = busiest = ""
     if point.cpu_seconds is not None:
         cpu = f"{point.cpu_seconds:.2f}"
         per_call = f"{point.cpu_seconds * 1000 / result.requests:.2f}" if result.requests else ""
         rss = f"{point.peak_rss_kib / 1024:.1f}"
+    if point.busiest_worker is not None:
+        busiest = f"{point.busiest_worker * 100:.0f}"
     cells = [
         point.mode, point.clients, point.target, result.requests, f"{result.rate():.0f}", f"{result.p50_ms:.2f}",
-        f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, rss,
+        f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, busiest, rss,
     ]  # fmt: skip
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
@@ -271,8 +287,8 @@ def table(points: list[Point]) -> str:
     """The markdown table of every point."""
     lines = [
         "| mode | clients | target | requests | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms "
-        "| added p99 ms | errors | CPU s | CPU ms/call | peak RSS MiB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | peak RSS MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
     lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
