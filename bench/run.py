@@ -334,13 +334,15 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
 
 
 def comparison(points: list[Point], levels: list[int]) -> str:
-    """Per level: median (range) over the rounds of req/s, p50, p99 and CPU per call with webhooks
-    off and on, the difference of the medians, and the spread (max - min) of the off runs."""
+    """Per level: median (range) over the rounds of req/s, p50, p99, CPU per call and the busiest
+    worker's share with webhooks off and on, the difference of the medians, and the spread
+    (max - min) of the off runs."""
     figures = {
         "req/s": lambda point: point.result.rate(),
         "p50 ms": lambda point: point.result.p50_ms,
         "p99 ms": lambda point: point.result.p99_ms,
         "CPU ms/call": lambda point: point.cpu_seconds * 1000 / max(point.result.requests, 1),
+        "busiest worker %": lambda point: (point.busiest_worker or 0.0) * 100,
     }
     lines = [
         "| clients | webhooks | " + " | ".join(figures) + " |",
