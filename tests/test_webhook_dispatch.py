@@ -103,22 +103,6 @@ def test_events_nobody_takes_are_delivered_by_a_serving_worker_after_the_handoff
     assert received(busy_sink) == ids
 
 
-def test_a_serving_worker_that_delivers_what_nobody_took_looks_again_soon(store, sinks, monkeypatch):
-    busy_sink, _ = sinks
-    monkeypatch.setattr(dispatch, "HANDOFF_SECONDS", 40.0)  # with nothing found, it looks every 10 s
-    busy = Dispatcher(store, busy_sink.url)
-    first = write_events(store, 5, time.time() - 60)  # left over by everyone for a minute
-    with serving_calls(busy):
-        busy.start()
-        try:
-            busy_sink.wait_for(5, timeout=10)
-            second = write_events(store, 5, time.time() - 60)
-            busy_sink.wait_for(10, timeout=5)
-        finally:
-            busy.stop()
-    assert received(busy_sink) == first | second
-
-
 def test_a_quiet_worker_delivers_at_once(store, sinks):
     _, quiet_sink = sinks
     quiet = Dispatcher(store, quiet_sink.url)

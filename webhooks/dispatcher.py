@@ -22,12 +22,12 @@ The request path never waits for any of this: it only writes the outbox row and 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
 HANDOFF_SECONDS, and takes only the ones nobody took by then. A quiet worker delivers at once
-what is due. A worker that delivered events looks again after FLOW_SECONDS, so a steady stream
-goes out in small steady claims rather than one burst per poll (a burst holds the writer's turn
-and the cores long enough to show in the calls' p99). So under uneven load the posting, its
-CPU and its share of the interpreter lock go to an idle worker instead of slowing the calls of a
-busy one, and when every worker is busy events still go out, about HANDOFF_SECONDS late. A
-dispatcher that finds nothing due takes no write lock.
+what is due, and while events keep coming it looks again every FLOW_SECONDS, so they go out in
+small steady claims rather than one burst per poll (a burst holds the writer's turn and the
+cores long enough to show in the calls' p99). So under uneven load the posting, its CPU and its
+share of the interpreter lock go to an idle worker instead of slowing the calls of a busy one,
+and when every worker is busy events still go out, about HANDOFF_SECONDS late. A dispatcher
+that finds nothing due takes no write lock.
 """
 
 from __future__ import annotations
@@ -158,14 +158,14 @@ class Dispatcher:
             if delivered == BATCH:
                 continue
             self._wake.clear()
-            if delivered:
-                # Events are flowing and this worker delivers them (the other workers' calls do not
-                # wake it, and a serving worker takes only what nobody took): look again soon, so
-                # they go out in small steady claims instead of one burst per poll.
-                self._stop.wait(FLOW_SECONDS)
-            elif serving:
+            if serving:
                 # The events of these calls are for a quiet worker; look again for any left over.
                 self._stop.wait(HANDOFF_SECONDS / 4)
+            elif delivered:
+                # Events are flowing, written by the other workers' calls, which do not wake this
+                # thread: look again soon, so they go out in small steady claims (and reach the
+                # receiver within FLOW_SECONDS) instead of one burst per poll.
+                self._stop.wait(FLOW_SECONDS)
             else:
                 self._wake.wait(self.poll_seconds)
                 # Let the calls of the next moments add their events too: one claim and one
