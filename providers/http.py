@@ -143,6 +143,24 @@ class _Answer(http.client.HTTPResponse):
 def _read_fields(fp) -> http.client.HTTPMessage:
     """The header fields up to the blank line, with http.client's limits; folded lines joined."""
     message = http.client.HTTPMessage()
+    for name, value in _field_list(fp):
+        message.set_raw(name, value)
+    return message
+
+
+def _answer_fields(fp) -> dict[str, str]:
+    """The header fields as `_read_fields` reads them, by lower-case name, repeated ones joined
+    with ", " (RFC 9110 §5.3): for the answers to pipelined posts, where only the framing fields
+    are read and an `HTTPMessage` per answer cost more than the rest of reading it."""
+    fields: dict[str, str] = {}
+    for name, value in _field_list(fp):
+        name = name.lower()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
+
+
+def _field_list(fp) -> list[list[str]]:
+    """[name, value] of each header field up to the blank line, with http.client's limits."""
     fields: list[list[str]] = []
     while True:
         line = fp.readline(MAX_HEADER_LINE + 1)
@@ -159,9 +177,7 @@ def _read_fields(fp) -> http.client.HTTPMessage:
         name, colon, value = text.partition(":")
         if colon:
             fields.append([name.strip(), value.strip()])
-    for name, value in fields:
-        message.set_raw(name, value)
-    return message
+    return fields
 
 
 # A header field as sent: a token, then a value without CR, LF or NUL (stricter than http.client,
@@ -275,10 +291,17 @@ class Upstreams:
         if _UNSAFE_TARGET.search(target):
             raise ValueError("invalid request target")
         line = f"POST {target} HTTP/1.1\r\n".encode("latin-1")
-        payload = b"".join(
-            line + _header_block({**first, **headers, "Content-Length": str(len(body))}) + b"\r\n\r\n" + body
-            for body, headers in requests
-        )
+        heads: dict[tuple, bytes] = {}  # requests with the same headers share one checked block
+
+        def head(headers: dict) -> bytes:
+            key = tuple(headers.items())
+            if key not in heads:
+                fields = {**first, **headers}
+                fields.pop("Content-Length", None)
+                heads[key] = line + _header_block(fields) + b"\r\nContent-Length: "
+            return heads[key]
+
+        payload = b"".join(b"%s%d\r\n\r\n%s" % (head(headers), len(body), body) for body, headers in requests)
         for fresh in (False, True):
             try:
                 connection, reused = self._checkout(key, proxy, min(connect_timeout, timeout), fresh)
@@ -421,7 +444,7 @@ def _read_answer(reader) -> tuple[int, bool, bool]:
         if not version.startswith("HTTP/1.") or not rest[:3].isdigit() or len(line) > MAX_HEADER_LINE:
             raise http.client.BadStatusLine(line[:100].decode("iso-8859-1"))
         status = int(rest[:3])
-        fields = _read_fields(reader)
+        fields = _answer_fields(reader)
         if not 100 <= status < 200:
             break
     tokens = {token.strip().lower() for token in fields.get("connection", "").split(",")}
@@ -438,7 +461,7 @@ def _read_answer(reader) -> tuple[int, bool, bool]:
             except ValueError:
                 raise http.client.IncompleteRead(b"") from None
             if size == 0:
-                _read_fields(reader)  # trailers
+                _field_list(reader)  # trailers
                 return status, closing, old
             _skip(reader, size + 2)
     length = fields.get("content-length")

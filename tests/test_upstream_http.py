@@ -228,6 +228,24 @@ def test_pipelined_posts_after_a_closing_answer_are_unanswered(no_proxy_env):
     assert not answers.one_per_connection
 
 
+def test_a_close_in_a_repeated_connection_field_is_heard(no_proxy_env):
+    url = raw_answer(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2)
+    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
+    assert answers.statuses == [200] and answers.error and not answers.timed_out
+
+
+def test_pipelined_posts_each_carry_their_own_headers_and_length(no_proxy_env, upstream):
+    upstream.post(URL, json={"ok": True})
+    bodies = [b"{}", b'{"n": 1000}', b'{"n": 1}', b'{"a": "%s"}' % (b"x" * 300)]
+    notes = ["same", "same", "other", "same"]
+    requests = [(body, {"X-Note": note, "Content-Length": "1"}) for body, note in zip(bodies, notes, strict=True)]
+    assert upstream.transport().post_pipelined(URL, requests, timeout=5) == Answers([200] * 4)
+    sent = [(call.request.body, call.request.headers["X-Note"]) for call in upstream.calls]
+    assert sent == list(zip(bodies, notes, strict=True))
+    for call in upstream.calls:
+        assert call.request.headers.get_all("Content-Length") == [str(len(call.request.body))]
+
+
 def test_an_http_1_0_answer_means_one_post_per_connection(no_proxy_env):
     url = raw_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
     answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
