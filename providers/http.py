@@ -464,8 +464,8 @@ def _read_answer(reader) -> tuple[int, bool, bool]:
                 _field_list(reader)  # trailers
                 return status, closing, old
             _skip(reader, size + 2)
-    length = fields.get("content-length")
-    if length is not None and length.strip().isdigit():
+    lengths = {part.strip() for part in fields.get("content-length", "").split(",")}  # repeats must agree
+    if len(lengths) == 1 and (length := lengths.pop()).isdigit():
         _skip(reader, int(length))
         return status, closing, old
     while reader.read(READ_SIZE):  # the body ends when the connection does

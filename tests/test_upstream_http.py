@@ -234,6 +234,15 @@ def test_a_close_in_a_repeated_connection_field_is_heard(no_proxy_env):
     assert answers.statuses == [200] and answers.error and not answers.timed_out
 
 
+def test_an_answer_with_a_repeated_content_length_is_read_to_its_end(no_proxy_env):
+    url = raw_answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        requests=2,
+    )
+    assert Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5) == Answers([200, 201])
+
+
 def test_pipelined_posts_each_carry_their_own_headers_and_length(no_proxy_env, upstream):
     upstream.post(URL, json={"ok": True})
     bodies = [b"{}", b'{"n": 1000}', b'{"n": 1}', b'{"a": "%s"}' % (b"x" * 300)]
