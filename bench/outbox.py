@@ -3,7 +3,7 @@
 On a fresh SQLite file in a temporary folder, with the benchmark sink (`bench/sink.py`, at the
 default priority here, so answers come back at once) as the receiver, it prints:
 
-- rendering a `spend_tracked` event (`webhooks.events.for_charge`), CPU µs per event;
+- rendering a `spend_tracked` event (`webhooks.events.spend_tracked`), CPU µs per event;
 - writing events, one per write transaction as calls do (beside a customer's spend update),
   CPU µs per transaction with and without the event;
 - claiming due events with `--backlog` (default 50,000) pending: wall ms per claim of 100,
@@ -27,7 +27,7 @@ from bench import common
 from spend.sqlite_outbox import add_events
 from spend.store import open_store
 from webhooks.dispatcher import Dispatcher
-from webhooks.events import Notify, for_charge
+from webhooks.events import Notify, spend_tracked
 
 NOTIFY = Notify(token="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
 SINK_SECONDS = 300
@@ -35,7 +35,7 @@ SINK_SECONDS = 300
 
 def events(count: int, start: float) -> list:
     """`count` spend_tracked events, one per call, created a millisecond apart from `start`."""
-    return [for_charge(NOTIFY, f"c{n % 100}", 1_234, 5_678, start + n / 1000)[0] for n in range(count)]
+    return [spend_tracked(NOTIFY, f"c{n % 100}", 1_234, start + n / 1000) for n in range(count)]
 
 
 def store_in(folder: Path, name: str):
@@ -48,7 +48,7 @@ def render(count: int) -> None:
     now = time.time()
     cpu = time.thread_time()
     for n in range(count):
-        for_charge(NOTIFY, f"c{n % 100}", 1_234, 5_678, now)
+        spend_tracked(NOTIFY, f"c{n % 100}", 1_234, now)
     print(f"| render a spend_tracked event | {1e6 * (time.thread_time() - cpu) / count:.1f} µs CPU |")
 
 

@@ -20,7 +20,7 @@ from spend.store import open_store
 from tests.webhook_sink import PipelineReceiver, WebhookSink
 from webhooks import dispatcher as dispatch
 from webhooks.dispatcher import Dispatcher
-from webhooks.events import Notify, for_charge
+from webhooks.events import Notify, spend_tracked
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def sinks():
 
 def write_events(store, count: int, now: float) -> set[str]:
     """`count` spend_tracked events in the outbox, as calls write them; returns their ids."""
-    events = [event for n in range(count) for event in for_charge(Notify(token="t"), f"c{n}", 1_000, 1_000, now)]
+    events = [spend_tracked(Notify(token="t"), f"c{n}", 1_000, now) for n in range(count)]
     with store._write() as connection:
         add_events(connection, events, now)
     return {event.event_id for event in events}

@@ -14,7 +14,15 @@ import pytest
 
 from plain_json import dumps
 from webhooks.dispatcher import backoff, signature_headers
-from webhooks.events import Notify, for_charge, iso, new_event_id
+from webhooks.events import Event, Notify, budget_events, iso, new_event_id, spend_tracked
+
+
+def for_charge(notify: Notify, customer_id: str, cost_units: int, spend_units: int, now: float) -> list[Event]:
+    """The events the store writes for one charged call: its `spend_tracked` event, then the
+    budget events its customer's spend after it (`spend_units`) crosses into."""
+    tracked = spend_tracked(notify, customer_id, cost_units, now)
+    return ([tracked] if tracked else []) + budget_events(notify, customer_id, spend_units, now)
+
 
 SEED_KEYS = [
     "spend",

@@ -51,12 +51,6 @@ class Event:
     mark: tuple[str, str] | None = None  # (threshold, window) for budget events
 
 
-def for_charge(notify: Notify, customer_id: str, cost_units: int, spend_units: int, now: float) -> list[Event]:
-    """The events of one charged call; `spend_units` is the customer's spend after it."""
-    tracked = spend_tracked(notify, customer_id, cost_units, now)
-    return ([tracked] if tracked else []) + budget_events(notify, customer_id, spend_units, now)
-
-
 def spend_tracked(notify: Notify, customer_id: str, cost_units: int, now: float) -> Event | None:
     """The call's `spend_tracked` event, if announced: it needs only the call's own cost, so the
     store renders it before its write transaction and only inserts it inside."""
