@@ -8,7 +8,8 @@
   which hand over at once, where SQLite's busy handler sleeps in steps of up to 100 ms and turned
   bursts into slow tails. Calls' writes go further: while one thread commits, the writes queued
   behind it are run together by the next, each in its own savepoint, with one commit (group
-  commit, `_group_write`).
+  commit, `_group_write`); a thread whose write was run that way returns once it has the thread
+  lock, without taking the lock file and so without waiting behind the other workers' turns.
 - Connections are per thread and per process, opened on first use: nothing opened before
   gunicorn forks is ever used after it.
 - The WAL is copied back into the database (a checkpoint, with its fsyncs) by a background
@@ -80,20 +81,27 @@ class WriterTurn:
 
     def __init__(self, database_path: str):
         self.pid = os.getpid()
-        self._threads = threading.Lock()
+        self.threads = threading.Lock()
         self._fd = os.open(f"{database_path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
 
     def __enter__(self) -> None:
-        self._threads.acquire()
+        self.threads.acquire()
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self.lock_file()
         except BaseException:
-            self._threads.release()
+            self.threads.release()
             raise
 
     def __exit__(self, *exc) -> None:
+        self.unlock_file()
+        self.threads.release()
+
+    def lock_file(self) -> None:
+        """The other processes' part of the turn (the caller holds `threads`)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def unlock_file(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._threads.release()
 
     def close(self) -> None:
         os.close(self._fd)
@@ -164,12 +172,19 @@ class SQLiteStore(CustomerAdmin, Outbox):
             self._pending = pid, queue, queue_lock = (os.getpid(), [], threading.Lock())
         with queue_lock:
             queue.append(item)
-        with self._writer_lock():
+        turn = self._writer_lock()
+        with turn.threads:
+            # The thread that had the turn before may have run this write with its own: then it
+            # is committed, and there is no need to wait for the other processes' turns too.
             if not item.done:
-                with queue_lock:
-                    batch = queue[:]
-                    queue.clear()
-                self._run_batch(batch)
+                turn.lock_file()
+                try:
+                    with queue_lock:
+                        batch = queue[:]
+                        queue.clear()
+                    self._run_batch(batch)
+                finally:
+                    turn.unlock_file()
         if item.error is not None:
             raise item.error
         return item.result

@@ -290,6 +290,61 @@ def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_pa
     store.close()
 
 
+def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_file(tmp_path, monkeypatch):
+    # A holds the turn; B and C queue behind it; B takes the turn and commits C's write with its
+    # own. C then returns without taking the lock file (the other processes' turn) at all.
+    import fcntl
+
+    import spend.sqlite
+
+    takers = []
+    flock = fcntl.flock
+
+    def recording_flock(fd, operation):
+        if operation == fcntl.LOCK_EX:
+            takers.append(threading.current_thread().name)
+        return flock(fd, operation)
+
+    monkeypatch.setattr(spend.sqlite.fcntl, "flock", recording_flock)
+    store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
+    store.migrate()
+    a_inside, a_go, b_inside, b_go = (threading.Event() for _ in range(4))
+
+    def write(name, inside=None, go=None):
+        def op(connection):
+            if inside is not None:
+                inside.set()
+                assert go.wait(10)
+            connection.execute(
+                "INSERT INTO customers (user_id, created_at, updated_at) VALUES (?, 'now', 'now')", (name,)
+            )
+
+        return threading.Thread(target=store._group_write, args=(op,), name=name)
+
+    def wait_for_queue(length: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(store._pending[1]) != length and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(store._pending[1]) == length
+
+    a, b, c = write("a", a_inside, a_go), write("b", b_inside, b_go), write("c")
+    takers.clear()  # the migration's
+    a.start()
+    assert a_inside.wait(10)
+    b.start()
+    wait_for_queue(1)
+    c.start()
+    wait_for_queue(2)
+    a_go.set()
+    assert b_inside.wait(10)  # B runs the group of B and C
+    b_go.set()
+    for thread in (a, b, c):
+        thread.join(10)
+    assert [store.get_customer(name) is not None for name in "abc"] == [True, True, True]
+    assert sorted(takers) == ["a", "b"]
+    store.close()
+
+
 def test_closing_a_store_releases_its_lock_file_descriptor(tmp_path):
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))
