@@ -177,7 +177,12 @@ class SQLiteStore(CustomerAdmin, Outbox):
             # The thread that had the turn before may have run this write with its own: then it
             # is committed, and there is no need to wait for the other processes' turns too.
             if not item.done:
-                turn.lock_file()
+                try:
+                    turn.lock_file()
+                except BaseException:
+                    with queue_lock:  # withdrawn: a write reported failed must not run later in another's group
+                        queue[:] = [queued for queued in queue if queued is not item]
+                    raise
                 try:
                     with queue_lock:
                         batch = queue[:]

@@ -345,6 +345,29 @@ def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_
     store.close()
 
 
+def test_a_write_that_could_not_take_the_lock_file_fails_and_is_not_run_later(tmp_path, monkeypatch):
+    import fcntl
+
+    import spend.sqlite
+
+    store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
+    store.migrate()
+    flock, failures = fcntl.flock, [OSError("lock file unavailable")]
+
+    def failing_once(fd, operation):
+        if operation == fcntl.LOCK_EX and failures:
+            raise failures.pop()
+        return flock(fd, operation)
+
+    monkeypatch.setattr(spend.sqlite.fcntl, "flock", failing_once)
+    with pytest.raises(OSError):
+        store.record_call(call("refused", cost=5))
+    store.record_call(call("next", cost=7))
+    assert store.get_customer("refused") is None  # reported failed, so never charged
+    assert store.get_customer("next").spend_units == 7
+    store.close()
+
+
 def test_closing_a_store_releases_its_lock_file_descriptor(tmp_path):
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))
