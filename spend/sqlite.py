@@ -47,9 +47,11 @@ from spend.store import (
     Settlement,
     SpendLogFilter,
     SpendLogRow,
+    epoch,
     iso_timestamp,
 )
 from webhooks import events as webhook_events
+from webhooks.events import Notify
 
 log = logging.getLogger("tollgate.store")
 
@@ -316,8 +318,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         return self._group_write(lambda connection: _admit(connection, request))
 
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
-        tracked = _spend_tracked(record, settlement)
-        self._group_write(lambda connection: _record_call(connection, record, settlement, tracked))
+        self._group_write(lambda connection: _record_call(connection, record, settlement))
 
     def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
         with self._write() as connection:
@@ -409,26 +410,12 @@ def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | 
     return decision
 
 
-def _spend_tracked(record: CallRecord, settlement: Settlement) -> webhook_events.Event | None:
-    """The call's `spend_tracked` event if it is charged and announced. It needs only the call's
-    own cost, so it is rendered before the write transaction: every call of every worker waits
-    for the writer's turn, and rendering it there lengthened every turn (`python -m bench.outbox`)."""
-    charged = record.customer_id is not None and record.status == "success" and record.priced
-    if settlement.notify is None or not charged:
-        return None
-    return webhook_events.spend_tracked(settlement.notify, record.customer_id, record.cost_units, record.ended_at)
-
-
-def _record_call(
-    connection: sqlite3.Connection,
-    record: CallRecord,
-    settlement: Settlement,
-    tracked: webhook_events.Event | None = None,
-) -> None:
+def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement: Settlement) -> None:
     """Release, charge, announce and log one call, inside the caller's transaction.
 
-    The reservation is given back in the same statement that adds the cost to its account;
-    `tracked` is the call's `spend_tracked` event, rendered before the transaction.
+    The reservation is given back in the same statement that adds the cost to its account. The
+    call's `spend_tracked` event is its spend-log row itself, marked `announced` (delivered from
+    there, `spend.sqlite_outbox.Stream`); budget events go into the outbox.
     """
     customer, now = record.customer_id, record.ended_at
     holder, released = _release(connection, record.request_id) if settlement.reserved else (None, {})
@@ -438,8 +425,12 @@ def _record_call(
             freed = released.pop(charge.scope, 0) if holder == customer else 0
             spend[charge.scope] = _charge(connection, customer, charge, record.cost_units, now, freed)
         if settlement.notify is not None and record.priced:
-            events = webhook_events.budget_events(settlement.notify, customer, spend[""], now)
-            add_events(connection, [tracked, *events] if tracked else events, now)
+            # At the call's time as its spend-log row keeps it, which its spend_tracked event shows:
+            # the budget events it raises fall due with it, not a rounding error before.
+            stored = epoch(iso_timestamp(now))
+            events = webhook_events.budget_events(settlement.notify, customer, spend[""], stored)
+            if events:
+                add_events(connection, events, stored)
     if released:
         _unreserve(connection, holder, list(released.items()))
     if settlement.idempotency is not None:
@@ -449,7 +440,15 @@ def _record_call(
             "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
             (record.usage.total_tokens, record.request_id),
         )
-    _insert_spend_log(connection, record)
+    _insert_spend_log(connection, record, _announced(record, settlement))
+
+
+def _announced(record: CallRecord, settlement: Settlement) -> Notify | None:
+    """What the call's `spend_tracked` event shows, if it announces one: a charged, priced call
+    with webhooks on and `spend_tracked` among the alert types."""
+    notify = settlement.notify
+    charged = record.customer_id is not None and record.status == "success" and record.priced
+    return notify if charged and notify is not None and notify.spend_tracked else None
 
 
 _LOG_COLUMNS = (
@@ -611,13 +610,14 @@ def _reserve(connection: sqlite3.Connection, request: AdmissionRequest, limit, u
     )
 
 
-def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord) -> None:
+def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord, announced: Notify | None) -> None:
     usage = record.usage
     connection.execute(
         "INSERT INTO spend_logs (request_id, customer_id, model_group, provider_model, deployment_id, "
         "prompt_tokens, completion_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, "
-        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at, attempts) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at, attempts, "
+        "announced, key_hash, max_budget_units, soft_budget_units) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.request_id,
             record.customer_id,
@@ -638,5 +638,13 @@ def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord) -> Non
             iso_timestamp(record.started_at),
             iso_timestamp(record.ended_at),
             record.attempts,
+            *_announcement(announced),
         ),
     )
+
+
+def _announcement(announced: Notify | None) -> tuple[int, str | None, int | None, int | None]:
+    """The spend-log columns `announced, key_hash, max_budget_units, soft_budget_units`."""
+    if announced is None:
+        return 0, None, None, None
+    return 1, announced.token, announced.max_budget_units, announced.soft_budget_units

@@ -24,6 +24,11 @@ def iso_timestamp(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def epoch(timestamp: str) -> float:
+    """An `iso_timestamp` back as epoch seconds: a time as the spend log keeps it, to the microsecond."""
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One LLM call as the spend log keeps it."""
@@ -192,6 +197,19 @@ class OutboxEvent:
     created_at: float
     next_attempt_at: float
     last_error: str | None = None
+    seq: int | None = None  # set only on a spend_tracked event read from its call's spend-log row: the row's seq
+
+
+@dataclass(frozen=True)
+class StreamClaim:
+    """The spend-log rows after the cursor's `start` up to `end`, leased to one dispatcher (`owner`),
+    and the `spend_tracked` events of those rows that announce one, in order."""
+
+    start: int
+    end: int
+    owner: str
+    events: list[OutboxEvent]
+    more: bool = False  # stopped at its limit or its scan: more rows may be due after `end`
 
 
 class Conflict(Exception):
@@ -260,6 +278,22 @@ class SpendStore(Protocol):
 
     def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
         """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""
+
+    def claim_stream(
+        self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
+    ) -> StreamClaim | None:
+        """Lease the spend log's cursor and read the `spend_tracked` events after it (calls ended by
+        `due_by`, default `now`), at most `limit`; None when another dispatcher holds the lease or
+        nothing is due, and finding that takes no write lock. A claim whose rows announce nothing
+        has moved the cursor past them and holds no lease."""
+
+    def stream_settled(
+        self, claim: StreamClaim, settled: int, failed: list[tuple[OutboxEvent, str, float]], now: float
+    ) -> list[OutboxEvent]:
+        """Move the cursor past the claim's first `settled` events (all of its rows when all are
+        settled) and give the lease back; the `failed` ones among them, (event, error, retry_at),
+        go into the outbox with one attempt. Returns those already past their retry window (dead).
+        A dispatcher that lost the lease meanwhile changes nothing."""
 
     def purge_delivered(self, before: float, limit: int) -> int:
         """Delete up to `limit` events delivered before `before`; returns how many. Pending and

@@ -20,8 +20,8 @@ from webhooks.events import Event, Notify, budget_events, iso, new_event_id, spe
 def for_charge(notify: Notify, customer_id: str, cost_units: int, spend_units: int, now: float) -> list[Event]:
     """The events the store writes for one charged call: its `spend_tracked` event, then the
     budget events its customer's spend after it (`spend_units`) crosses into."""
-    tracked = spend_tracked(notify, customer_id, cost_units, now)
-    return ([tracked] if tracked else []) + budget_events(notify, customer_id, spend_units, now)
+    tracked = [spend_tracked(notify, customer_id, cost_units, now)] if notify.spend_tracked else []
+    return tracked + budget_events(notify, customer_id, spend_units, now)
 
 
 SEED_KEYS = [

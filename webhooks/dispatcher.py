@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import logging
 import os
@@ -43,7 +44,7 @@ import time
 from collections.abc import Callable
 
 from providers.http import Answers, TransportError, Upstreams
-from spend.store import OutboxEvent, SpendStore
+from spend.store import OutboxEvent, SpendStore, StreamClaim
 
 log = logging.getLogger("tollgate.webhooks")
 
@@ -74,6 +75,13 @@ def backoff(attempts: int, ceiling: float, rng: random.Random) -> float:
     return min(2.0 ** max(attempts - 1, 0), ceiling) * (0.5 + rng.random())
 
 
+def _merged(stream: list[OutboxEvent], outbox: list[OutboxEvent]) -> list[OutboxEvent]:
+    """Both in the order they fall due, each keeping its own order (the spend log's is its rows'
+    order, which the cursor needs); at the same moment a call's spend_tracked event goes before
+    the budget events it raised."""
+    return list(heapq.merge(stream, outbox, key=lambda event: event.next_attempt_at))
+
+
 def _window(events: list[OutboxEvent]) -> list[OutboxEvent]:
     """The first events, the first always, while their bodies stay within WINDOW_BYTES."""
     size = 0
@@ -102,6 +110,8 @@ class Dispatcher:
         self.retention_seconds = retention_seconds
         self.depth = depth  # events posted pipelined on one connection; 1 after a receiver failed at it
         self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
+        self._more = False  # the last round's stream claim stopped at its limit: look again at once
+        self._stream_failed: list[tuple[OutboxEvent, str, float]] = []  # this round's, for stream_settled
         self._rng = random.Random()
         self._wake = threading.Event()
         self._last_request = -SERVING_SECONDS  # time.monotonic() of this process's last request
@@ -155,7 +165,7 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
                 delivered = 0
-            if delivered == BATCH:
+            if delivered >= BATCH or self._more:
                 continue
             self._wake.clear()
             if serving:
@@ -183,8 +193,10 @@ class Dispatcher:
         return deleted
 
     def deliver_due(self, left_for_others: float = 0.0) -> int:
-        """Post the events due now (at most a batch), skipping those due for less than
-        `left_for_others` seconds; returns how many were delivered.
+        """Post the events due now (at most a batch from the outbox and a batch from the spend
+        log), skipping those due for less than `left_for_others` seconds; returns how many were
+        delivered. The two are posted merged in the order they fall due, a call's spend_tracked
+        event before the budget events it raised.
 
         The claim's lease covers its posting: no new window starts once the time taken so far
         and the slowest window would pass 3/4 of LEASE_SECONDS, so a slow receiver gets the rest
@@ -193,7 +205,11 @@ class Dispatcher:
         """
         now = self.clock()
         events = self.store.claim_events(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
-        delivered: list[str] = []
+        stream = self.store.claim_stream(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
+        if stream is not None and stream.events:
+            events = _merged(stream.events, events)
+        self._stream_failed = []
+        delivered: list[OutboxEvent] = []
         done, started, slowest = 0, time.monotonic(), 0.0  # events[:done] are answered or failed
         while done < len(events) and not self._stop.is_set():
             if time.monotonic() - started + slowest > LEASE_SECONDS * 0.75:
@@ -207,14 +223,25 @@ class Dispatcher:
                 break
         # Give the rest back untried rather than wait out a timeout for each while the endpoint
         # is failing (or we are stopping); they stay behind the failed one this round.
-        rest = [event.event_id for event in events[done:]]
+        rest = [event.event_id for event in events[done:] if event.seq is None]
         if rest:
             self.store.release_events(rest)
-        if delivered:
-            self.store.events_delivered(delivered, self.clock())
+        # Look again at once only when all went (a failed post waits for the next round).
+        self._more = stream is not None and stream.more and done == len(events)
+        if stream is not None and stream.events:
+            self._stream_done(stream, sum(event.seq is not None for event in events[:done]))
+        outbox = [event.event_id for event in delivered if event.seq is None]
+        if outbox:
+            self.store.events_delivered(outbox, self.clock())
         return len(delivered)
 
-    def _settle(self, window: list[OutboxEvent], answers: Answers, delivered: list[str]) -> tuple[int, bool]:
+    def _stream_done(self, stream: StreamClaim, settled: int) -> None:
+        """Move the spend log's cursor past the settled events; the failed ones go to the outbox."""
+        failed, self._stream_failed = self._stream_failed, []
+        for event in self.store.stream_settled(stream, settled, failed, self.clock()):
+            log.warning("webhook event %s (%s) is dead after 1 attempt", event.event_id, event.event)
+
+    def _settle(self, window: list[OutboxEvent], answers: Answers, delivered: list[OutboxEvent]) -> tuple[int, bool]:
         """Record a window's answers: how many of its events are settled, and whether to go on.
 
         A 2xx is delivered (added to `delivered`); any other answer, or no answer to the first
@@ -225,7 +252,7 @@ class Dispatcher:
         failed = False
         for event, status in zip(window, answers.statuses, strict=False):
             if 200 <= status < 300:
-                delivered.append(event.event_id)
+                delivered.append(event)
             else:
                 self._failed(event, f"HTTP {status}")
                 failed = True
@@ -273,6 +300,9 @@ class Dispatcher:
         """Record a failed post: retried after a backoff, or dead once its retry window has passed."""
         now = self.clock()
         retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
+        if event.seq is not None:  # from the spend log: into the outbox when the cursor moves past it
+            self._stream_failed.append((event, error, retry_at))
+            return
         if self.store.event_failed(event.event_id, error, retry_at, now) == "dead":
             log.warning(
                 "webhook event %s (%s) is dead after %d attempts: %s",

@@ -14,6 +14,7 @@ keys, nulls included, plus `soft_budget`, `event_id` (stable across retries) and
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -51,13 +52,12 @@ class Event:
     mark: tuple[str, str] | None = None  # (threshold, window) for budget events
 
 
-def spend_tracked(notify: Notify, customer_id: str, cost_units: int, now: float) -> Event | None:
-    """The call's `spend_tracked` event, if announced: it needs only the call's own cost, so the
-    store renders it before its write transaction and only inserts it inside."""
-    if not notify.spend_tracked:
-        return None
+def spend_tracked(notify: Notify, customer_id: str, cost_units: int, now: float, event_id: str | None = None) -> Event:
+    """A call's `spend_tracked` event. It needs only the call's own cost and what `notify` says,
+    which the call's spend-log row keeps, so the store renders it from that row when it is
+    delivered (`call_event_id` gives the same id each time)."""
     message = f"Customer spend tracked. Customer={customer_id}, spend={usd_text(cost_units)}"
-    return _event("spend_tracked", customer_id, cost_units, notify, message, now)
+    return _event("spend_tracked", customer_id, cost_units, notify, message, now, event_id=event_id)
 
 
 def budget_events(notify: Notify, customer_id: str, spend: int, now: float) -> list[Event]:
@@ -109,9 +109,11 @@ def _projection(notify: Notify, customer_id: str, spend: int, now: float, window
     return [_event("projected_limit_exceeded", customer_id, spend, notify, message, now, mark, projection)]
 
 
-def _event(name, customer_id, spend_units, notify, message, now, mark=None, projection=(None, None)) -> Event:
+def _event(
+    name, customer_id, spend_units, notify, message, now, mark=None, projection=(None, None), event_id=None
+) -> Event:
     """One event; `projection` is (projected_spend, projected_exceeded_date) for projected_limit_exceeded."""
-    event_id = new_event_id(now)
+    event_id = event_id or new_event_id(now)
     projected_spend, projected_date = projection
     body = PAYLOAD % (
         plain_float(usd(spend_units)),
@@ -145,6 +147,13 @@ def new_event_id(now: float) -> str:
     as UUIDv7 and ULID lay them out. Ids in creation order keep the outbox's primary-key index
     growing at one end instead of touching a random page of it for every event."""
     return f"evt_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{os.urandom(10).hex()}"
+
+
+def call_event_id(request_id: str, now: float) -> str:
+    """The id of a call's `spend_tracked` event, the same every time it is rendered: the layout of
+    `new_event_id`, with 80 bits of the SHA-256 of the call's request id for the random ones."""
+    digest = hashlib.sha256(request_id.encode()).hexdigest()[:20]
+    return f"evt_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{digest}"
 
 
 def _value(value: str | float | None) -> str:
