@@ -1,15 +1,18 @@
-"""What the webhook outbox costs, piece by piece, in one process: `python -m bench.outbox`.
+"""What webhook events cost, piece by piece, in one process: `python -m bench.outbox`.
 
 On a fresh SQLite file in a temporary folder, with the benchmark sink (`bench/sink.py`, at the
 default priority here, so answers come back at once) as the receiver, it prints:
 
-- rendering a `spend_tracked` event (`webhooks.events.spend_tracked`), CPU µs per event;
-- writing events, one per write transaction as calls do (beside a customer's spend update),
-  CPU µs per transaction with and without the event;
-- claiming due events with `--backlog` (default 50,000) pending: wall ms per claim of 100,
-  the time the claim holds the writer's turn that every call waits for;
-- delivering `--events` (default 5,000) events with `Dispatcher.deliver_due`: claim, post and
-  mark, CPU µs per event, one post at a time and pipelined `--depth` (default 16) at a time.
+- rendering a `spend_tracked` event (`webhooks.events.spend_tracked`), CPU µs per event (done
+  by the dispatcher, from the call's spend-log row);
+- a call's write transaction (`record_call`) with webhooks off and with its `spend_tracked`
+  event announced in its spend-log row, CPU µs per call;
+- claiming 100 events with `--backlog` (default 50,000) pending, from the spend log
+  (`claim_stream`) and from the outbox (`claim_events`, budget events and retries): wall ms
+  per claim;
+- delivering `--events` (default 5,000) calls' events with `Dispatcher.deliver_due`: claim,
+  render, post and move the cursor, CPU µs per event, one post at a time and pipelined
+  `--depth` (default 16) at a time.
 
 Bounded by the counts and the sink's lifetime; the sink is stopped by its pid.
 """
@@ -21,11 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from bench import common
+from providers.base import Usage
 from spend.sqlite_outbox import add_events
-from spend.store import open_store
+from spend.store import CallRecord, Settlement, open_store
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, spend_tracked
 
@@ -36,6 +41,14 @@ SINK_SECONDS = 300
 def events(count: int, start: float) -> list:
     """`count` spend_tracked events, one per call, created a millisecond apart from `start`."""
     return [spend_tracked(NOTIFY, f"c{n % 100}", 1_234, start + n / 1000) for n in range(count)]
+
+
+def calls(store, count: int, start: float, notify: Notify | None = NOTIFY) -> None:
+    """`count` calls settled as `calls.settle` settles them, ended a millisecond apart from `start`."""
+    for n in range(count):
+        ended = start + n / 1000
+        record = CallRecord(str(uuid.uuid4()), f"c{n % 100}", "m", "mock/m", "d", Usage(), 1_234, ended, ended)
+        store.record_call(record, Settlement(notify=notify))
 
 
 def store_in(folder: Path, name: str):
@@ -54,39 +67,42 @@ def render(count: int) -> None:
 
 def write(folder: Path, count: int) -> None:
     store = store_in(folder, "write.db")
-    batch = events(count, time.time())
-    with store._write() as connection:
-        connection.execute("CREATE TABLE spend (customer TEXT PRIMARY KEY, units INTEGER)")
-        connection.executemany("INSERT INTO spend VALUES (?, 0)", [(f"c{n}",) for n in range(100)])
-    for label, with_event in (("a call's write transaction, no event", False), ("the same with its event", True)):
+    calls(store, 200, time.time(), None)  # the customers exist, as in steady traffic
+    for label, notify in (("a call's write transaction, webhooks off", None), ("the same, event announced", NOTIFY)):
         cpu = time.thread_time()
-        for n, event in enumerate(batch):
-            with store._write() as connection:
-                connection.execute("UPDATE spend SET units = units + 1 WHERE customer = ?", (f"c{n % 100}",))
-                if with_event:
-                    add_events(connection, [event], time.time())
+        calls(store, count, time.time(), notify)
         print(f"| {label} | {1e6 * (time.thread_time() - cpu) / count:.1f} µs CPU |")
     store.close()
 
 
 def claim(folder: Path, backlog: int) -> None:
     store = store_in(folder, "claim.db")
+    calls(store, backlog, time.time() - backlog / 1000)
     with store._write() as connection:
         add_events(connection, events(backlog, time.time() - backlog / 1000), time.time())
-    took = []
-    for _ in range(20):
-        began = time.perf_counter()
-        claimed = store.claim_events(time.time(), 45.0, 100)
-        took.append(time.perf_counter() - began)
-        store.events_delivered([event.event_id for event in claimed], time.time())
-    print(f"| claim 100 of {backlog:,} pending | {1000 * statistics.median(took):.2f} ms (median of 20) |")
+    for label, take in (("from the spend log", _claim_stream), ("from the outbox", _claim_outbox)):
+        took = []
+        for _ in range(20):
+            began = time.perf_counter()
+            take(store)
+            took.append(time.perf_counter() - began)
+        print(f"| claim 100 of {backlog:,} pending, {label} | {1000 * statistics.median(took):.2f} ms (median of 20) |")
     store.close()
+
+
+def _claim_stream(store) -> None:
+    claimed = store.claim_stream(time.time(), 45.0, 100)
+    store.stream_settled(claimed, len(claimed.events), [], time.time())
+
+
+def _claim_outbox(store) -> None:
+    claimed = store.claim_events(time.time(), 45.0, 100)
+    store.events_delivered([event.event_id for event in claimed], time.time())
 
 
 def deliver(folder: Path, url: str, count: int, depth: int) -> None:
     store = store_in(folder, f"deliver-{depth}.db")
-    with store._write() as connection:
-        add_events(connection, events(count, time.time() - count / 1000), time.time())
+    calls(store, count, time.time() - count / 1000)
     dispatcher = Dispatcher(store, url, depth=depth)
     cpu, delivered = time.thread_time(), 0
     while batch := dispatcher.deliver_due():

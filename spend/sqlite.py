@@ -425,12 +425,11 @@ def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement:
             freed = released.pop(charge.scope, 0) if holder == customer else 0
             spend[charge.scope] = _charge(connection, customer, charge, record.cost_units, now, freed)
         if settlement.notify is not None and record.priced:
-            # At the call's time as its spend-log row keeps it, which its spend_tracked event shows:
-            # the budget events it raises fall due with it, not a rounding error before.
-            stored = epoch(iso_timestamp(now))
-            events = webhook_events.budget_events(settlement.notify, customer, spend[""], stored)
+            events = webhook_events.budget_events(settlement.notify, customer, spend[""], now)
             if events:
-                add_events(connection, events, stored)
+                # Due at the call's time as its spend-log row keeps it, as its spend_tracked event
+                # is: the budget events it raised go after that event, not a rounding error before.
+                add_events(connection, events, epoch(iso_timestamp(now)))
     if released:
         _unreserve(connection, holder, list(released.items()))
     if settlement.idempotency is not None:

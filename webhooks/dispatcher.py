@@ -1,8 +1,11 @@
-"""Delivers the webhook outbox: one background thread per worker process.
+"""Delivers webhook events: one background thread per worker process.
 
-The thread claims due events with a lease (so each event is posted by one worker at a time),
-POSTs each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is set, and
-records the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
+Events come from two places (`spend.sqlite_outbox`): calls' `spend_tracked` events from the
+spend log, read after a cursor that one worker at a time leases, and the outbox (budget events,
+and events whose first post failed), claimed with a lease on each; a round posts both, merged
+in the order they fall due. So each event is posted by one worker at a time. The thread POSTs
+each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is set, and records
+the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
 default 16) on one kept-open connection before their answers are read in order: one write and a
 few reads for many events instead of a round trip each. A receiver that closes the connection
 early gets the unanswered posts again on a new one; a receiver that stops answering pipelined
@@ -10,14 +13,16 @@ posts (a timeout after some answers) or answers HTTP/1.0 gets them one at a time
 Outcomes: any 2xx is delivered; anything else is retried with exponential backoff and
 jitter (1 s, 2 s, 4 s … capped at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min) until the event's
 24-hour retry window has passed, then it is marked dead and stays listed for the operator.
-Delivered events are kept for `WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then deleted
-(each worker looks every PURGE_SECONDS); pending and dead events are never deleted.
+Delivered outbox events are kept for `WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then
+deleted (each worker looks every PURGE_SECONDS); pending and dead events are never deleted.
 Delivery is at least once; receivers de-duplicate on `event_id` (also the `webhook-id` header).
 Events go out in the order they fall due (a new event at once, a failed one at its retry time);
 after a failed post the rest of the round waits (posts already in flight with it keep their
 answers), so a customer's events stay in order unless a failed event is overtaken by the ones
 in flight with it or by newer ones while it waits for its retry.
-The request path never waits for any of this: it only writes the outbox row and wakes the thread.
+The request path never waits for any of this: it only marks its spend-log row (or writes an
+outbox row, for a budget event) and wakes the thread. A `spend_tracked` event whose post fails
+moves to the outbox when the cursor moves past it, and is retried from there.
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
