@@ -1,16 +1,17 @@
 """Webhook events on SQLite, from two places, both written in the call's own transaction:
 
-- the spend log: a call's `spend_tracked` event is its spend-log row, marked `announced`. The
-  dispatchers read these rows in order after a cursor (`webhook_cursor`), which one of them at a
-  time holds with a lease (`claim_stream`), and move it past what they posted (`stream_settled`).
+- the spend log: a call's `spend_tracked` event is its spend-log row, marked `announced`. Every
+  row up to a position (`webhook_cursor`) is settled; after it, dispatchers claim consecutive
+  runs of rows with a lease (`webhook_claims`, `claim_stream`), several at once, and settle
+  them when posted (`stream_settled`); the position moves over the settled runs at its front.
   A call pays for no row, index entry or rendering of its own: its event costs it four columns.
 - the outbox (`webhook_events`): budget events (`add_events`), and every `spend_tracked` event
   whose first post failed, copied there with its row's `seq`. Dispatchers claim due events with a
   lease, and complete or reschedule them, until they are delivered or dead.
 
 The spend log's rows are committed in `seq` order (one writer at a time, and `seq` is assigned
-under the write lock), so every row up to the newest one committed is there to read: a cursor
-never passes a row that commits later. Spend-log rows are never deleted.
+under the write lock), so every row up to the newest one committed is there to read: a run
+never passes over a row that commits later. Spend-log rows are never deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ _DUE = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR 
 NEXT_DUE = f"SELECT event_id FROM webhook_events WHERE {_DUE} ORDER BY next_attempt_at LIMIT ?"
 _COLUMNS = "event_id, event, customer_id, payload, status, attempts, created_at, next_attempt_at, last_error"
 STREAM = "spend_tracked"
+# A spend-log row whose event (if it announces one) was posted: at or before the position, or in a done run.
+_SETTLED = (
+    "(seq <= (SELECT position FROM webhook_cursor) OR EXISTS (SELECT 1 FROM webhook_claims "
+    "WHERE done = 1 AND spend_logs.seq > after_seq AND spend_logs.seq <= through_seq))"
+)
 # Spend-log rows one stream claim looks through: past rows that announce nothing (failed or
 # unpriced calls, calls without a customer) without a post or a write for each.
 SCAN_ROWS = 1000
@@ -76,6 +82,43 @@ def _stream_event(row: tuple) -> OutboxEvent:
     return OutboxEvent(event.event_id, STREAM, customer_id, event.body, "pending", 0, ended, ended, None, seq)
 
 
+def _read_run(reader: sqlite3.Connection, frontier: int, due: str, limit: int) -> tuple[int, list[OutboxEvent], bool]:
+    """The rows after `frontier` a new claim takes: the first ones whose calls ended by `due`, up
+    to `limit` events or SCAN_ROWS rows. Returns the last row's seq, the events, and whether it
+    stopped at a limit (more may be due)."""
+    through, events, scanned = frontier, [], 0
+    rows = reader.execute(
+        f"SELECT {_STREAM_COLUMNS} FROM spend_logs WHERE seq > ? ORDER BY seq LIMIT ?", (frontier, SCAN_ROWS)
+    )
+    try:
+        for row in rows:
+            if row[4] > due:  # the rows after a call that is not due yet wait with it, in order
+                break
+            through, scanned = row[0], scanned + 1
+            if row[8]:
+                events.append(_stream_event(row))
+                if len(events) == limit:
+                    break
+    finally:
+        rows.close()  # ends the read transaction
+    return through, events, len(events) == limit or scanned == SCAN_ROWS
+
+
+def _advance(connection: sqlite3.Connection) -> None:
+    """Move the position over the done runs at its front, and forget them."""
+    (position,) = connection.execute("SELECT position FROM webhook_cursor").fetchone()
+    start = position
+    for after, through, done in connection.execute(
+        "SELECT after_seq, through_seq, done FROM webhook_claims ORDER BY after_seq"
+    ).fetchall():
+        if after != position or not done:
+            break
+        position = through
+    if position != start:
+        connection.execute("DELETE FROM webhook_claims WHERE through_seq <= ?", (position,))
+        connection.execute("UPDATE webhook_cursor SET position = ?", (position,))
+
+
 def _newest(events: list[OutboxEvent], limit: int) -> list[OutboxEvent]:
     return sorted(events, key=lambda event: (-event.created_at, event.event_id))[:limit]
 
@@ -102,62 +145,59 @@ class Outbox:
     def claim_stream(
         self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
     ) -> StreamClaim | None:
-        due = iso_timestamp(now if due_by is None else due_by)
         reader = self._connection()
-        position, lease_until = reader.execute(
-            "SELECT position, lease_until FROM webhook_cursor WHERE stream = ?", (STREAM,)
-        ).fetchone()
-        if lease_until is not None and lease_until > now:
-            return None
-        first = reader.execute("SELECT created_at FROM spend_logs WHERE seq > ? ORDER BY seq LIMIT 1", (position,))
+        (position,) = reader.execute("SELECT position FROM webhook_cursor").fetchone()
+        runs = reader.execute("SELECT after_seq, through_seq, lease_until, done FROM webhook_claims").fetchall()
+        for after, through, lease_until, done in sorted(runs):
+            if not done and lease_until <= now:  # given back part-posted, or its dispatcher's lease ran out
+                return self._retake(after, through, now, lease_seconds)
+        frontier = max([position, *(through for _, through, _, _ in runs)])
+        due = iso_timestamp(now if due_by is None else due_by)
+        first = reader.execute("SELECT created_at FROM spend_logs WHERE seq > ? ORDER BY seq LIMIT 1", (frontier,))
         first = first.fetchone()
         if first is None or first[0] > due:
             return None
+        through, events, more = _read_run(reader, frontier, due, limit)
+        claim = StreamClaim(frontier, through, os.urandom(8).hex(), events, more)
+        with self._write() as connection:
+            # Only if the run still starts where the last one ends: another dispatcher may have
+            # claimed from the same frontier meanwhile.
+            taken = connection.execute(
+                "INSERT INTO webhook_claims (after_seq, through_seq, owner, lease_until, done) "
+                "SELECT ?1, ?2, ?3, ?4, ?5 WHERE (SELECT position FROM webhook_cursor) <= ?1 "
+                "AND NOT EXISTS (SELECT 1 FROM webhook_claims WHERE through_seq > ?1) ON CONFLICT DO NOTHING",
+                (frontier, through, claim.owner, now + lease_seconds, int(not events)),
+            ).rowcount
+            if taken and not events:  # rows that announce nothing: settled as they are read
+                _advance(connection)
+        return claim if taken else None
+
+    def _retake(self, after: int, through: int, now: float, lease_seconds: float) -> StreamClaim | None:
         owner = os.urandom(8).hex()
         with self._write() as connection:
             taken = connection.execute(
-                "UPDATE webhook_cursor SET lease_owner = ?, lease_until = ? "
-                "WHERE stream = ? AND (lease_until IS NULL OR lease_until <= ?) RETURNING position",
-                (owner, now + lease_seconds, STREAM, now),
-            ).fetchone()
-        if taken is None:
+                "UPDATE webhook_claims SET owner = ?, lease_until = ? WHERE after_seq = ? AND through_seq = ? "
+                "AND done = 0 AND lease_until <= ?",
+                (owner, now + lease_seconds, after, through, now),
+            ).rowcount
+        if not taken:
             return None
-        # Read once the lease is held, outside the writer's turn: the rows after the cursor are
-        # committed already and no other dispatcher moves the cursor meanwhile.
-        start = end = taken[0]
-        events, scanned = [], 0
-        rows = reader.execute(
-            f"SELECT {_STREAM_COLUMNS} FROM spend_logs WHERE seq > ? ORDER BY seq LIMIT ?", (start, SCAN_ROWS)
+        rows = self._connection().execute(
+            f"SELECT {_STREAM_COLUMNS} FROM spend_logs WHERE seq > ? AND seq <= ? AND announced = 1 ORDER BY seq",
+            (after, through),
         )
-        try:
-            for row in rows:
-                if row[4] > due:  # the rows after a call that is not due yet wait with it, in order
-                    break
-                end, scanned = row[0], scanned + 1
-                if row[8]:
-                    events.append(_stream_event(row))
-                    if len(events) == limit:
-                        break
-        finally:
-            rows.close()  # ends the read transaction
-        more = len(events) == limit or scanned == SCAN_ROWS
-        claim = StreamClaim(start, end, owner, events, more)
-        if not events:  # rows that announce nothing: the cursor moves past them
-            self.stream_settled(claim, 0, [], now)
-        return claim
+        return StreamClaim(after, through, owner, [_stream_event(row) for row in rows.fetchall()])
 
     def stream_settled(
         self, claim: StreamClaim, settled: int, failed: list[tuple[OutboxEvent, str, float]], now: float
     ) -> list[OutboxEvent]:
-        position = claim.end if settled == len(claim.events) else claim.events[settled].seq - 1
         dead = []
         with self._write() as connection:
-            moved = connection.execute(
-                "UPDATE webhook_cursor SET position = ?, lease_owner = NULL, lease_until = NULL "
-                "WHERE stream = ? AND lease_owner = ?",
-                (position, STREAM, claim.owner),
-            )
-            if moved.rowcount == 0:
+            ours = connection.execute(
+                "SELECT 1 FROM webhook_claims WHERE after_seq = ? AND owner = ? AND done = 0",
+                (claim.start, claim.owner),
+            ).fetchone()
+            if ours is None:
                 return []  # the lease ran out and another dispatcher has these rows now
             for event, error, retry_at in failed:
                 retry_until = event.created_at + RETRY_WINDOW_SECONDS
@@ -171,6 +211,23 @@ class Outbox:
                 )  # fmt: skip
                 if status == "dead":
                     dead.append(event)
+            if settled == len(claim.events):
+                connection.execute(
+                    "UPDATE webhook_claims SET done = 1, owner = NULL, lease_until = NULL WHERE after_seq = ?",
+                    (claim.start,),
+                )
+            else:  # the settled head is done; the rest is given back for any dispatcher to take at once
+                rest = claim.events[settled].seq - 1
+                connection.execute(
+                    "UPDATE webhook_claims SET after_seq = ?, owner = NULL, lease_until = 0 WHERE after_seq = ?",
+                    (rest, claim.start),
+                )
+                if rest > claim.start:
+                    connection.execute(
+                        "INSERT INTO webhook_claims (after_seq, through_seq, done) VALUES (?, ?, 1)",
+                        (claim.start, rest),
+                    )
+            _advance(connection)
         return dead
 
     def release_events(self, event_ids: list[str]) -> None:
@@ -212,7 +269,7 @@ class Outbox:
 
     def list_events(self, status: str | None, limit: int) -> list[OutboxEvent]:
         """The newest events of both places: the outbox's, and the spend log's announced rows that
-        never went into it (pending after the cursor, delivered at or before it)."""
+        never went into it (delivered once posted, pending before)."""
         connection = self._connection()
         where, params = ("", ()) if status is None else (" WHERE status = ?", (status,))
         rows = connection.execute(
@@ -222,16 +279,15 @@ class Outbox:
         events = [_event(row) for row in rows.fetchall()]
         if status == "dead":
             return events
-        (position,) = connection.execute("SELECT position FROM webhook_cursor WHERE stream = ?", (STREAM,)).fetchone()
-        side = {None: "", "pending": " AND seq > :position", "delivered": " AND seq <= :position"}[status]
+        side = {None: "", "pending": f" AND NOT {_SETTLED}", "delivered": f" AND {_SETTLED}"}[status]
         rows = connection.execute(
-            f"SELECT {_STREAM_COLUMNS} FROM spend_logs WHERE announced = 1{side} AND NOT EXISTS "
-            "(SELECT 1 FROM webhook_events WHERE webhook_events.seq = spend_logs.seq) ORDER BY seq DESC LIMIT :limit",
-            {"position": position, "limit": limit},
+            f"SELECT {_STREAM_COLUMNS}, {_SETTLED} FROM spend_logs WHERE announced = 1{side} AND NOT EXISTS "
+            "(SELECT 1 FROM webhook_events WHERE webhook_events.seq = spend_logs.seq) ORDER BY seq DESC LIMIT ?",
+            (limit,),
         )
         for row in rows:
             event = _stream_event(row)
-            events.append(replace(event, status="delivered", attempts=1) if row[0] <= position else event)
+            events.append(replace(event, status="delivered", attempts=1) if row[9] else event)
         return _newest(events, limit)
 
     def requeue_events(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:

@@ -202,8 +202,8 @@ class OutboxEvent:
 
 @dataclass(frozen=True)
 class StreamClaim:
-    """The spend-log rows after the cursor's `start` up to `end`, leased to one dispatcher (`owner`),
-    and the `spend_tracked` events of those rows that announce one, in order."""
+    """A run of spend-log rows (`start` < seq <= `end`) leased to one dispatcher (`owner`), and the
+    `spend_tracked` events of those rows that announce one, in order."""
 
     start: int
     end: int
@@ -282,18 +282,20 @@ class SpendStore(Protocol):
     def claim_stream(
         self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
     ) -> StreamClaim | None:
-        """Lease the spend log's cursor and read the `spend_tracked` events after it (calls ended by
-        `due_by`, default `now`), at most `limit`; None when another dispatcher holds the lease or
-        nothing is due, and finding that takes no write lock. A claim whose rows announce nothing
-        has moved the cursor past them and holds no lease."""
+        """Lease a run of spend-log rows and read their `spend_tracked` events: first a run given
+        back part-posted or whose dispatcher's lease ran out; else the rows after the last run
+        claimed, for calls ended by `due_by` (default `now`), at most `limit` events. Several
+        dispatchers post consecutive runs at once. None when nothing is due, and finding that
+        takes no write lock. A run whose rows announce nothing is settled as it is claimed."""
 
     def stream_settled(
         self, claim: StreamClaim, settled: int, failed: list[tuple[OutboxEvent, str, float]], now: float
     ) -> list[OutboxEvent]:
-        """Move the cursor past the claim's first `settled` events (all of its rows when all are
-        settled) and give the lease back; the `failed` ones among them, (event, error, retry_at),
-        go into the outbox with one attempt. Returns those already past their retry window (dead).
-        A dispatcher that lost the lease meanwhile changes nothing."""
+        """Settle the claim's first `settled` events (all of its rows when all are settled): the
+        `failed` ones among them, (event, error, retry_at), go into the outbox with one attempt;
+        the rest of the run is given back for any dispatcher to take at once; the position moves
+        over the settled runs at its front. Returns the failed events already past their retry
+        window (dead). A dispatcher that lost the lease to another meanwhile changes nothing."""
 
     def purge_delivered(self, before: float, limit: int) -> int:
         """Delete up to `limit` events delivered before `before`; returns how many. Pending and

@@ -79,22 +79,40 @@ def test_only_charged_priced_announced_calls_have_events(store):
     assert claim.events[0].event_id == call_event_id(announced, claim.events[0].created_at)
 
 
-def test_the_cursor_is_leased_to_one_dispatcher_and_taken_over_when_the_lease_ends(store):
+def test_a_claimed_run_is_posted_by_one_dispatcher_until_its_lease_ends(store):
     for n in range(3):
         charge(store, f"c{n}")
     now = time.time()
     first = store.claim_stream(now, LEASE, 100)
     assert len(first.events) == 3
-    assert store.claim_stream(now, LEASE, 100) is None  # leased
+    assert store.claim_stream(now, LEASE, 100) is None  # claimed, and nothing after it
     later = now + LEASE + 1
     second = store.claim_stream(later, LEASE, 100)
     assert [event.event_id for event in second.events] == [event.event_id for event in first.events]
-    # The first dispatcher's lease ran out: what it settles changes nothing.
+    # The first dispatcher's lease ran out and the run was taken again: what it settles changes nothing.
     assert store.stream_settled(first, 3, [(first.events[0], "HTTP 500", later)], later) == []
     assert position(store) == first.start and outbox_rows(store) == []
     store.stream_settled(second, 3, [], later)
     assert position(store) == second.end
     assert store.claim_stream(later, LEASE, 100) is None  # nothing after the cursor
+
+
+def test_dispatchers_take_consecutive_runs_and_the_position_moves_over_the_settled_front(store):
+    for n in range(6):
+        charge(store, f"c{n}")
+    now = time.time()
+    first, second = store.claim_stream(now, LEASE, 2), store.claim_stream(now, LEASE, 2)
+    third = store.claim_stream(now, LEASE, 2)
+    assert [len(claim.events) for claim in (first, second, third)] == [2, 2, 2]
+    assert (first.end, second.start, second.end, third.start) == (2, 2, 4, 4)
+    store.stream_settled(second, 2, [], now)
+    assert position(store) == 0  # the first run is still out
+    assert [event.status for event in store.list_events(None, 10)].count("delivered") == 2
+    store.stream_settled(first, 2, [], now)
+    assert position(store) == 4
+    store.stream_settled(third, 2, [], now)
+    assert position(store) == 6
+    assert store._connection().execute("SELECT COUNT(*) FROM webhook_claims").fetchone() == (0,)
 
 
 def test_settling_part_of_a_claim_moves_the_cursor_past_that_part_only(store):
@@ -105,8 +123,11 @@ def test_settling_part_of_a_claim_moves_the_cursor_past_that_part_only(store):
     failed = claim.events[1]
     store.stream_settled(claim, 2, [(failed, "HTTP 500", now + 1)], now)
     assert outbox_rows(store) == [(failed.event_id, "pending", 1, failed.seq)]
-    rest = store.claim_stream(now, LEASE, 100)
+    assert position(store) == 2
+    rest = store.claim_stream(now, LEASE, 100)  # given back: taken at once, by any dispatcher
     assert [event.event_id for event in rest.events] == [event.event_id for event in claim.events[2:]]
+    store.stream_settled(rest, 2, [], now)
+    assert position(store) == 4
 
 
 def test_a_failed_event_past_its_retry_window_goes_to_the_outbox_dead(store):
@@ -245,3 +266,23 @@ def test_the_migration_keeps_the_spend_log_in_order_and_starts_the_cursor_after_
         assert [row.request_id for row in store.spend_logs(customer_id="c")] == ["old-2", "old-1", "old-0"]
     finally:
         store.close()
+
+
+def test_dispatchers_delivering_at_once_post_every_event_once(store):
+    for n in range(500):
+        charge(store, f"c{n % 20}")
+    with WebhookSink() as one, WebhookSink() as other:
+        dispatchers = [Dispatcher(store, one.url, poll_seconds=0.1), Dispatcher(store, other.url, poll_seconds=0.1)]
+        for dispatcher in dispatchers:
+            dispatcher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(one.accepted) + len(other.accepted) < 500 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            for dispatcher in dispatchers:
+                dispatcher.stop()
+        ids = [event["event_id"] for event in one.accepted + other.accepted]
+    assert len(ids) == len(set(ids)) == 500
+    assert position(store) == 500
+    assert store._connection().execute("SELECT COUNT(*) FROM webhook_claims").fetchone() == (0,)

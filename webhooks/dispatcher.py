@@ -1,9 +1,9 @@
 """Delivers webhook events: one background thread per worker process.
 
 Events come from two places (`spend.sqlite_outbox`): calls' `spend_tracked` events from the
-spend log, read after a cursor that one worker at a time leases, and the outbox (budget events,
-and events whose first post failed), claimed with a lease on each; a round posts both, merged
-in the order they fall due. So each event is posted by one worker at a time. The thread POSTs
+spend log, in runs of rows each claimed with a lease, and the outbox (budget events, and events
+whose first post failed), claimed with a lease on each; a round posts both, merged in the order
+they fall due. So each event is posted by one worker at a time, and workers post at once. The thread POSTs
 each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is set, and records
 the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
 default 16) on one kept-open connection before their answers are read in order: one write and a
@@ -22,7 +22,7 @@ answers), so a customer's events stay in order unless a failed event is overtake
 in flight with it or by newer ones while it waits for its retry.
 The request path never waits for any of this: it only marks its spend-log row (or writes an
 outbox row, for a budget event) and wakes the thread. A `spend_tracked` event whose post fails
-moves to the outbox when the cursor moves past it, and is retried from there.
+moves to the outbox when its run is settled, and is retried from there.
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
@@ -82,7 +82,7 @@ def backoff(attempts: int, ceiling: float, rng: random.Random) -> float:
 
 def _merged(stream: list[OutboxEvent], outbox: list[OutboxEvent]) -> list[OutboxEvent]:
     """Both in the order they fall due, each keeping its own order (the spend log's is its rows'
-    order, which the cursor needs); at the same moment a call's spend_tracked event goes before
+    order, which settling a run needs); at the same moment a call's spend_tracked event goes before
     the budget events it raised."""
     return list(heapq.merge(stream, outbox, key=lambda event: event.next_attempt_at))
 
@@ -115,7 +115,7 @@ class Dispatcher:
         self.retention_seconds = retention_seconds
         self.depth = depth  # events posted pipelined on one connection; 1 after a receiver failed at it
         self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
-        self._more = False  # the last round's stream claim stopped at its limit: look again at once
+        self._more = False  # the last round's run stopped at its limit: look again at once
         self._stream_failed: list[tuple[OutboxEvent, str, float]] = []  # this round's, for stream_settled
         self._rng = random.Random()
         self._wake = threading.Event()
@@ -241,7 +241,7 @@ class Dispatcher:
         return len(delivered)
 
     def _stream_done(self, stream: StreamClaim, settled: int) -> None:
-        """Move the spend log's cursor past the settled events; the failed ones go to the outbox."""
+        """Settle the run's first `settled` events; the failed ones go to the outbox."""
         failed, self._stream_failed = self._stream_failed, []
         for event in self.store.stream_settled(stream, settled, failed, self.clock()):
             log.warning("webhook event %s (%s) is dead after 1 attempt", event.event_id, event.event)
@@ -305,7 +305,7 @@ class Dispatcher:
         """Record a failed post: retried after a backoff, or dead once its retry window has passed."""
         now = self.clock()
         retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
-        if event.seq is not None:  # from the spend log: into the outbox when the cursor moves past it
+        if event.seq is not None:  # from the spend log: into the outbox when its run is settled
             self._stream_failed.append((event, error, retry_at))
             return
         if self.store.event_failed(event.event_id, error, retry_at, now) == "dead":

@@ -1,7 +1,7 @@
 -- spend_tracked events without an outbox row: a charged call that announces its spend says so in
 -- its own spend-log row (`announced`, with the key hash and budget the event shows), and the
--- dispatchers deliver those rows in order from a leased cursor (`webhook_cursor`). Only an event
--- whose first post fails is copied into webhook_events, to be retried from there.
+-- dispatchers deliver those rows in order after a cursor (`webhook_cursor`, `webhook_claims`).
+-- Only an event whose first post fails is copied into webhook_events, to be retried from there.
 --
 -- The spend log is rebuilt with an explicit `seq INTEGER PRIMARY KEY`: the cursor is a position in
 -- it, and VACUUM may renumber an implicit rowid, never an INTEGER PRIMARY KEY. Rows keep their order.
@@ -49,14 +49,24 @@ CREATE INDEX spend_logs_by_customer ON spend_logs (customer_id, created_at);
 
 CREATE INDEX spend_logs_by_time ON spend_logs (created_at);
 
+-- Every spend-log row up to `position` is settled (its event, if it announces one, delivered or
+-- in the outbox). After it, dispatchers claim consecutive runs of rows (after_seq < seq <= through_seq)
+-- with a lease, so several can post at once; a run is `done` once settled, and the position
+-- moves over the done runs at its front.
 CREATE TABLE webhook_cursor (
-    stream TEXT PRIMARY KEY,
-    position INTEGER NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL
 );
 
-INSERT INTO webhook_cursor (stream, position) SELECT 'spend_tracked', COALESCE(MAX(seq), 0) FROM spend_logs;
+INSERT INTO webhook_cursor (id, position) SELECT 1, COALESCE(MAX(seq), 0) FROM spend_logs;
+
+CREATE TABLE webhook_claims (
+    after_seq INTEGER PRIMARY KEY,
+    through_seq INTEGER NOT NULL,
+    owner TEXT,
+    lease_until REAL,
+    done INTEGER NOT NULL DEFAULT 0
+);
 
 -- An event copied from the spend log into the outbox (its first post failed) keeps its row's seq:
 -- listings show it once, with the outbox's status.
