@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import yaml
@@ -90,3 +91,27 @@ def assert_openai_error(response, status: int, type: str | None = None, param: s
 
 def _text(response) -> str:
     return response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
+
+
+def answer_while_the_writer_turn_is_held(store, look):
+    """What `look()` returns while another thread holds the store's writer turn; it must not wait for it."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_writer_turn():
+        with store._write():
+            held.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=hold_the_writer_turn)
+    writer.start()
+    try:
+        assert held.wait(5)
+        found = []
+        looker = threading.Thread(target=lambda: found.append(look()))
+        looker.start()
+        looker.join(5)
+        assert not looker.is_alive(), "it waited for the writer's turn"
+        return found[0]
+    finally:
+        release.set()
+        writer.join()

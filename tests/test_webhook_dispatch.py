@@ -17,6 +17,7 @@ import pytest
 
 from spend.sqlite_outbox import NEXT_DUE, add_events
 from spend.store import open_store
+from tests.helpers import answer_while_the_writer_turn_is_held
 from tests.webhook_sink import PipelineReceiver, WebhookSink
 from webhooks import dispatcher as dispatch
 from webhooks.dispatcher import Dispatcher
@@ -145,25 +146,7 @@ def test_a_quiet_worker_looks_again_soon_while_events_flow_and_rarely_when_they_
 
 def test_finding_nothing_due_takes_no_write_lock(store):
     write_events(store, 3, time.time() + 3600)  # due in an hour
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_writer_turn():
-        with store._write():
-            held.set()
-            release.wait(10)
-
-    writer = threading.Thread(target=hold_the_writer_turn)
-    writer.start()
-    try:
-        assert held.wait(5)
-        found = []
-        looker = threading.Thread(target=lambda: found.append(store.claim_events(time.time(), 45.0, 100)))
-        looker.start()
-        looker.join(5)
-        assert not looker.is_alive() and found == [[]]
-    finally:
-        release.set()
-        writer.join()
+    assert answer_while_the_writer_turn_is_held(store, lambda: store.claim_events(time.time(), 45.0, 100)) == []
 
 
 def test_a_claim_leases_the_oldest_due_events_once(store):

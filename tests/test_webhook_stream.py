@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
 
@@ -17,6 +16,7 @@ from providers.base import Usage
 from spend import migrations, sqlite_outbox
 from spend.sqlite import SQLiteStore
 from spend.store import CallRecord, Settlement, open_store
+from tests.helpers import answer_while_the_writer_turn_is_held
 from tests.webhook_sink import WebhookSink
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, call_event_id, spend_tracked
@@ -187,25 +187,7 @@ def test_a_call_not_yet_due_holds_back_the_rows_after_it(store):
 
 def test_finding_nothing_on_the_stream_takes_no_write_lock(store):
     charge(store, "future", ended_at=time.time() + 3600)
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_writer_turn():
-        with store._write():
-            held.set()
-            release.wait(10)
-
-    writer = threading.Thread(target=hold_the_writer_turn)
-    writer.start()
-    try:
-        assert held.wait(5)
-        found = []
-        looker = threading.Thread(target=lambda: found.append(store.claim_stream(time.time(), LEASE, 100)))
-        looker.start()
-        looker.join(5)
-        assert not looker.is_alive() and found == [None]
-    finally:
-        release.set()
-        writer.join()
+    assert answer_while_the_writer_turn_is_held(store, lambda: store.claim_stream(time.time(), LEASE, 100)) is None
 
 
 def test_a_calls_spend_tracked_event_goes_before_the_budget_events_it_raised(store):
