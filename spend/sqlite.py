@@ -415,7 +415,7 @@ def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement:
 
     The reservation is given back in the same statement that adds the cost to its account. The
     call's `spend_tracked` event is its spend-log row itself, marked `announced` (delivered from
-    there, `spend.sqlite_outbox.Stream`); budget events go into the outbox.
+    there, `spend.sqlite_outbox.Outbox.claim_stream`); budget events go into the outbox.
     """
     customer, now = record.customer_id, record.ended_at
     holder, released = _release(connection, record.request_id) if settlement.reserved else (None, {})

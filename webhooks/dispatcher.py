@@ -3,9 +3,9 @@
 Events come from two places (`spend.sqlite_outbox`): calls' `spend_tracked` events from the
 spend log, in runs of rows each claimed with a lease, and the outbox (budget events, and events
 whose first post failed), claimed with a lease on each; a round posts both, merged in the order
-they fall due. So each event is posted by one worker at a time, and workers post at once. The thread POSTs
-each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is set, and records
-the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
+they fall due. So each event is posted by one worker at a time, and workers post at once.
+The thread POSTs each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is
+set, and records the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
 default 16) on one kept-open connection before their answers are read in order: one write and a
 few reads for many events instead of a round trip each. A receiver that closes the connection
 early gets the unanswered posts again on a new one; a receiver that stops answering pipelined
