@@ -50,6 +50,7 @@ from spend.store import (
     epoch,
     iso_timestamp,
 )
+from thread_names import CHECKPOINT, name_this_thread
 from webhooks import events as webhook_events
 from webhooks.events import Notify
 
@@ -266,6 +267,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         return self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _checkpoints(self, stop: threading.Event) -> None:
+        name_this_thread(CHECKPOINT)
         while not stop.wait(CHECKPOINT_SECONDS):
             try:
                 self.checkpoint()

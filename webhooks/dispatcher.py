@@ -50,6 +50,7 @@ from collections.abc import Callable
 
 from providers.http import Answers, TransportError, Upstreams
 from spend.store import OutboxEvent, SpendStore, StreamClaim
+from thread_names import DELIVERY, name_this_thread
 
 log = logging.getLogger("tollgate.webhooks")
 
@@ -157,6 +158,7 @@ class Dispatcher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_this_thread(DELIVERY)
         while not self._stop.is_set():
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_SECONDS
