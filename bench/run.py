@@ -14,7 +14,9 @@ THROUGH Tollgate: requests/s, p50/p90/p99 latency, errors (non-2xx and socket er
 Tollgate the CPU seconds of its process tree (utime+stime of the master and workers, children
 reaped included), the busiest worker's share of the workers' CPU (wrk's connections are spread
 over the workers by whichever accepts first: ~50% is even, ~100% means one worker served them
-all) and its peak RSS (sampled every 0.25 s). One markdown table at the end. Before
+all), the webhook delivery threads' share of the workers' CPU (the threads named
+`thread_names.DELIVERY`, read from /proc/<worker>/task/*/stat) and its peak RSS (sampled every
+0.25 s). One markdown table at the end. Before
 each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
 
     python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
@@ -27,9 +29,11 @@ a steady rate; without it each client sends its next call at once (a closed loop
 `--compare-webhooks` answers "do webhooks slow the calls?": for `--rounds` rounds it starts a
 fresh Tollgate with webhooks off and another with webhooks on (ABBA order: off, on, then on, off,
 ...), measures each at every level (non-streaming), and prints every point, then per level the
-median and range over the rounds of requests/s, p50 and p99 for each, and the difference of the
+median and range over the rounds of requests/s, p50 and p99 for each, the difference of the
 medians next to the spread of the webhooks-off runs (a difference smaller than that spread is
-not measurable on this machine). The events of each warm-up are delivered before its Tollgate
+not measurable on this machine), and the differences paired by round with how many rounds had
+the higher figure with webhooks on (a drift of the machine over the run moves both runs of a
+round alike). The events of each warm-up are delivered before its Tollgate
 is measured.
 
 Everything runs on 127.0.0.1, every run is bounded in time, and every process started is stopped
@@ -55,6 +59,7 @@ from pathlib import Path
 
 import requests
 
+import thread_names
 from bench import common, wrk
 from tests.servers import Server, free_port, procfile_command, stop
 
@@ -82,6 +87,7 @@ class Point:
     cpu_seconds: float | None = None
     peak_rss_kib: int | None = None
     busiest_worker: float | None = None  # the busiest worker's share of the workers' CPU, 0-1
+    delivery: float | None = None  # the webhook delivery threads' share of the workers' CPU, 0-1
 
 
 def parse_args() -> argparse.Namespace:
@@ -137,6 +143,22 @@ def busiest_share(before: dict[int, int], after: dict[int, int]) -> float | None
     """The busiest worker's share of the CPU the workers used between two readings."""
     used = [ticks - before.get(worker, 0) for worker, ticks in after.items()]
     return max(used) / sum(used) if sum(used) > 0 else None
+
+
+def delivery_ticks(pid: int) -> int:
+    """CPU ticks used so far by the webhook delivery threads of the children (workers) of `pid`,
+    found by the name they give themselves at the OS level (`thread_names.DELIVERY`)."""
+    total = 0
+    for worker in common.children(pid):
+        for task in Path(f"/proc/{worker}/task").glob("*"):
+            try:
+                if (task / "comm").read_text().strip() != thread_names.DELIVERY:
+                    continue
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the thread or the worker is gone
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -238,11 +260,15 @@ def create_customers(server: Server, users: int) -> None:
 def measure_tollgate(binary: str, server: Server, clients: int, seconds: int, load: wrk.Load) -> Point:
     """One point through Tollgate, with the CPU and peak RSS of its process tree."""
     pid = server.process.pid
-    before, workers = tree_cpu_seconds(pid), worker_cpu_ticks(pid)
+    before, workers, delivering = tree_cpu_seconds(pid), worker_cpu_ticks(pid), delivery_ticks(pid)
     with PeakRss(pid) as rss:
         result = wrk.run(binary, f"{server.url}/chat/completions", clients, seconds, load)
-    cpu, share = tree_cpu_seconds(pid) - before, busiest_share(workers, worker_cpu_ticks(pid))
-    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, share)
+    cpu, after = tree_cpu_seconds(pid) - before, worker_cpu_ticks(pid)
+    used = sum(ticks - workers.get(worker, 0) for worker, ticks in after.items())
+    delivery = (delivery_ticks(pid) - delivering) / used if used > 0 else None
+    return Point(
+        MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, busiest_share(workers, after), delivery
+    )
 
 
 def run_points(binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace) -> list[Point]:
@@ -269,16 +295,19 @@ def row(point: Point, direct: wrk.Result | None) -> str:
     if point.target != "direct" and direct is not None:
         pairs = [(result.p50_ms, direct.p50_ms), (result.p90_ms, direct.p90_ms), (result.p99_ms, direct.p99_ms)]
         added = [f"{through - base:+.2f}" for through, base in pairs]
-    cpu = rss = per_call = busiest = ""
+    cpu = rss = per_call = busiest = delivery = ""
     if point.cpu_seconds is not None:
         cpu = f"{point.cpu_seconds:.2f}"
         per_call = f"{point.cpu_seconds * 1000 / result.requests:.2f}" if result.requests else ""
         rss = f"{point.peak_rss_kib / 1024:.1f}"
     if point.busiest_worker is not None:
         busiest = f"{point.busiest_worker * 100:.0f}"
+    if point.delivery is not None:
+        delivery = f"{point.delivery * 100:.1f}"
     cells = [
         point.mode, point.clients, point.target, result.requests, f"{result.rate():.0f}", f"{result.p50_ms:.2f}",
-        f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, busiest, rss,
+        f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, busiest, delivery,
+        rss,
     ]  # fmt: skip
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
@@ -287,8 +316,8 @@ def table(points: list[Point]) -> str:
     """The markdown table of every point."""
     lines = [
         "| mode | clients | target | requests | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms "
-        "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | peak RSS MiB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | delivery CPU % | peak RSS MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
     lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
@@ -334,15 +363,18 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
 
 
 def comparison(points: list[Point], levels: list[int]) -> str:
-    """Per level: median (range) over the rounds of req/s, p50, p99, CPU per call and the busiest
-    worker's share with webhooks off and on, the difference of the medians, and the spread
-    (max - min) of the off runs."""
+    """Per level: median (range) over the rounds of req/s, p50, p99, CPU per call, the busiest
+    worker's share and the delivery threads' share with webhooks off and on; the difference of the
+    medians next to the spread (max - min) of the off runs; and the differences paired by round
+    (the off and on runs of a round follow each other, so a drift of the machine falls mostly
+    outside the pair): their median, and in how many rounds on was higher."""
     figures = {
         "req/s": lambda point: point.result.rate(),
         "p50 ms": lambda point: point.result.p50_ms,
         "p99 ms": lambda point: point.result.p99_ms,
         "CPU ms/call": lambda point: point.cpu_seconds * 1000 / max(point.result.requests, 1),
         "busiest worker %": lambda point: (point.busiest_worker or 0.0) * 100,
+        "delivery CPU %": lambda point: (point.delivery or 0.0) * 100,
     }
     lines = [
         "| clients | webhooks | " + " | ".join(figures) + " |",
@@ -364,8 +396,13 @@ def comparison(points: list[Point], levels: list[int]) -> str:
             f"{statistics.median(values[True][name]) - statistics.median(values[False][name]):+.2f}" for name in figures
         ]
         spread = [f"{max(values[False][name]) - min(values[False][name]):.2f}" for name in figures]
+        paired = []
+        for name in figures:
+            pairs = [on - off for off, on in zip(values[False][name], values[True][name], strict=False)]
+            paired.append(f"{statistics.median(pairs):+.2f} ({sum(pair > 0 for pair in pairs)}/{len(pairs)} higher)")
         lines.append(f"| {clients} | on − off (medians) | " + " | ".join(difference) + " |")
         lines.append(f"| {clients} | spread of off runs | " + " | ".join(spread) + " |")
+        lines.append(f"| {clients} | on − off, paired by round | " + " | ".join(paired) + " |")
     return "\n".join(lines)
 
 
