@@ -124,13 +124,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime+stime+cutime+cstime of one process in clock ticks (0 when it is gone)."""
+def cpu_ticks(pid: int, stat: str | None = None) -> int:
+    """utime+stime+cutime+cstime of one process in clock ticks (0 when it is gone), from its
+    /proc stat file or `stat`, a thread's (`/proc/<pid>/task/<tid>/stat`, where the last two are 0)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(stat or f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
-    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state); utime is field 14
+    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state); utime is field 14
     return sum(int(value) for value in fields[11:15])
 
 
@@ -154,10 +155,9 @@ def delivery_ticks(pid: int) -> int:
             try:
                 if (task / "comm").read_text().strip() != thread_names.DELIVERY:
                     continue
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # the thread or the worker is gone
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += cpu_ticks(worker, str(task / "stat"))
     return total
 
 

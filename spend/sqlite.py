@@ -249,7 +249,7 @@ class SQLiteStore(CustomerAdmin, Outbox):
         if self._upkeep is not None and self._upkeep[0] == os.getpid() and self._upkeep[1].is_alive():
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._checkpoints, args=(stop,), name="tollgate-checkpoint", daemon=True)
+        thread = threading.Thread(target=self._checkpoints, args=(stop,), name=CHECKPOINT, daemon=True)
         self._upkeep = (os.getpid(), thread, stop)
         thread.start()
 

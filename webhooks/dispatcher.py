@@ -133,7 +133,7 @@ class Dispatcher:
         if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
             return
         self._pid, self._stop = os.getpid(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tollgate-webhooks", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=DELIVERY, daemon=True)
         self._thread.start()
 
     def request_started(self) -> None:
