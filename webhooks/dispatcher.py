@@ -137,14 +137,19 @@ class Dispatcher:
         self._thread.start()
 
     def request_started(self) -> None:
-        """Before each request of this process: it is serving; the thread runs."""
+        """Before each request of this process: it is serving; the thread runs (started here in a
+        process that gunicorn's post_fork did not start it in, as under another server)."""
         self._last_request = time.monotonic()
-        self.start()
+        if self._pid != os.getpid():
+            self.start()
 
     def wake(self) -> None:
-        """A call in this process wrote events: deliver them soon, from here if nobody else does."""
+        """A call in this process wrote events: deliver them soon, from here if nobody else does.
+        Under load the thread is awake already; setting the event again would cost every call a
+        condition variable's lock and notify."""
         self._last_request = time.monotonic()
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def serving(self) -> bool:
         """Whether this process is serving requests (one started or charged in the last SERVING_SECONDS)."""
