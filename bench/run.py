@@ -15,8 +15,10 @@ Tollgate the CPU seconds of its process tree (utime+stime of the master and work
 reaped included), the busiest worker's share of the workers' CPU (wrk's connections are spread
 over the workers by whichever accepts first: ~50% is even, ~100% means one worker served them
 all), the webhook delivery threads' share of the workers' CPU (the threads named
-`thread_names.DELIVERY`, read from /proc/<worker>/task/*/stat) and its peak RSS (sampled every
-0.25 s). One markdown table at the end. Before
+`thread_names.DELIVERY`, read from /proc/<worker>/task/*/stat), its peak RSS (sampled every
+0.25 s), and with webhooks on the CPU the local webhook receiver (`bench/sink.py`, which shares
+the cores here where a real receiver has its own) used per call meanwhile. One markdown table at
+the end. Before
 each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
 
     python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
@@ -88,6 +90,7 @@ class Point:
     peak_rss_kib: int | None = None
     busiest_worker: float | None = None  # the busiest worker's share of the workers' CPU, 0-1
     delivery: float | None = None  # the webhook delivery threads' share of the workers' CPU, 0-1
+    receiver_cpu: float | None = None  # CPU seconds the webhook receiver (bench/sink.py) used meanwhile
 
 
 def parse_args() -> argparse.Namespace:
@@ -257,21 +260,27 @@ def create_customers(server: Server, users: int) -> None:
                 raise RuntimeError(f"/customer/new answered {response.status_code}: {response.text}")
 
 
-def measure_tollgate(binary: str, server: Server, clients: int, seconds: int, load: wrk.Load) -> Point:
-    """One point through Tollgate, with the CPU and peak RSS of its process tree."""
+def measure_tollgate(
+    binary: str, server: Server, clients: int, seconds: int, load: wrk.Load, receiver: int | None = None
+) -> Point:
+    """One point through Tollgate, with the CPU and peak RSS of its process tree, and the CPU of
+    the webhook receiver's process `receiver` meanwhile (it shares the cores with Tollgate here)."""
     pid = server.process.pid
     before, workers, delivering = tree_cpu_seconds(pid), worker_cpu_ticks(pid), delivery_ticks(pid)
+    receiving = cpu_ticks(receiver) if receiver else 0
     with PeakRss(pid) as rss:
         result = wrk.run(binary, f"{server.url}/chat/completions", clients, seconds, load)
     cpu, after = tree_cpu_seconds(pid) - before, worker_cpu_ticks(pid)
+    received = (cpu_ticks(receiver) - receiving) / CLOCK_TICKS if receiver else None
     used = sum(ticks - workers.get(worker, 0) for worker, ticks in after.items())
     delivery = (delivery_ticks(pid) - delivering) / used if used > 0 else None
-    return Point(
-        MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, busiest_share(workers, after), delivery
-    )
+    busiest = busiest_share(workers, after)
+    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, busiest, delivery, received)
 
 
-def run_points(binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace) -> list[Point]:
+def run_points(
+    binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace, receiver: int | None = None
+) -> list[Point]:
     """For each mode and level: DIRECT to the upstream, then THROUGH Tollgate."""
     points: list[Point] = []
     for stream in args.modes:
@@ -283,7 +292,7 @@ def run_points(binary: str, upstream: common.Upstream, server: Server, args: arg
             print(f"{MODES[stream]} x{clients}: direct, then tollgate, {args.duration} s each", flush=True)
             direct = wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load)
             points.append(Point(MODES[stream], clients, "direct", direct))
-            points.append(measure_tollgate(binary, server, clients, args.duration, load))
+            points.append(measure_tollgate(binary, server, clients, args.duration, load, receiver))
             print(f"  {row(points[-1], direct)}", flush=True)
     return points
 
@@ -295,7 +304,7 @@ def row(point: Point, direct: wrk.Result | None) -> str:
     if point.target != "direct" and direct is not None:
         pairs = [(result.p50_ms, direct.p50_ms), (result.p90_ms, direct.p90_ms), (result.p99_ms, direct.p99_ms)]
         added = [f"{through - base:+.2f}" for through, base in pairs]
-    cpu = rss = per_call = busiest = delivery = ""
+    cpu = rss = per_call = busiest = delivery = receiver = ""
     if point.cpu_seconds is not None:
         cpu = f"{point.cpu_seconds:.2f}"
         per_call = f"{point.cpu_seconds * 1000 / result.requests:.2f}" if result.requests else ""
@@ -304,10 +313,12 @@ def row(point: Point, direct: wrk.Result | None) -> str:
         busiest = f"{point.busiest_worker * 100:.0f}"
     if point.delivery is not None:
         delivery = f"{point.delivery * 100:.1f}"
+    if point.receiver_cpu is not None and result.requests:
+        receiver = f"{point.receiver_cpu * 1e6 / result.requests:.1f}"
     cells = [
         point.mode, point.clients, point.target, result.requests, f"{result.rate():.0f}", f"{result.p50_ms:.2f}",
         f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, busiest, delivery,
-        rss,
+        receiver, rss,
     ]  # fmt: skip
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
@@ -316,8 +327,9 @@ def table(points: list[Point]) -> str:
     """The markdown table of every point."""
     lines = [
         "| mode | clients | target | requests | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms "
-        "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | delivery CPU % | peak RSS MiB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | delivery CPU % | receiver CPU µs/call "
+        "| peak RSS MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
     lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
@@ -344,7 +356,7 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
                     wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
                     drain_sink(sink)  # the warm-up's events are delivered before the measuring starts
                 for clients in args.levels:
-                    point = measure_tollgate(binary, server, clients, args.duration, load)
+                    point = measure_tollgate(binary, server, clients, args.duration, load, sink.process.pid)
                     point.target = COMPARED[webhooks]
                     points.append(point)
                     print(f"round {number + 1}: {row(point, direct[clients])}", flush=True)
@@ -364,7 +376,8 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
 
 def comparison(points: list[Point], levels: list[int]) -> str:
     """Per level: median (range) over the rounds of req/s, p50, p99, CPU per call, the busiest
-    worker's share and the delivery threads' share with webhooks off and on; the difference of the
+    worker's share, the delivery threads' share and the receiver's CPU per call with webhooks off
+    and on; the difference of the
     medians next to the spread (max - min) of the off runs; and the differences paired by round
     (the off and on runs of a round follow each other, so a drift of the machine falls mostly
     outside the pair): their median, and in how many rounds on was higher."""
@@ -375,6 +388,7 @@ def comparison(points: list[Point], levels: list[int]) -> str:
         "CPU ms/call": lambda point: point.cpu_seconds * 1000 / max(point.result.requests, 1),
         "busiest worker %": lambda point: (point.busiest_worker or 0.0) * 100,
         "delivery CPU %": lambda point: (point.delivery or 0.0) * 100,
+        "receiver CPU µs/call": lambda point: (point.receiver_cpu or 0.0) * 1e6 / max(point.result.requests, 1),
     }
     lines = [
         "| clients | webhooks | " + " | ".join(figures) + " |",
@@ -453,7 +467,7 @@ def main() -> int:
         print(f"start to first served call: {first:.2f} s", flush=True)
         if args.budget:
             create_customers(server, args.users)
-        points = run_points(binary, upstream, server, args)
+        points = run_points(binary, upstream, server, args, sink.process.pid if sink else None)
         delivery = drain_sink(sink) if sink else None
         excerpt = log_excerpt(server.log())
     settings = f"budget {'on' if args.budget else 'off'}, webhooks {'on' if args.webhooks else 'off'}"
