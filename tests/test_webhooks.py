@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import threading
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -71,6 +74,38 @@ def test_spend_tracked_event_carries_the_seed_payload(hooked, sink):
             "projected_spend",
         )
     )
+
+
+def test_calls_do_not_wait_for_a_receiver_that_never_answers(make_app, environ):
+    """The delivery thread is stuck on a post the receiver took and never answers (for up to
+    its 30 s read timeout): calls go on being served and charged meanwhile."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        environ["WEBHOOK_URL"] = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        app = make_app(general_settings={"alerting": ["webhook"]})
+        client = app.test_client()
+        try:
+            costs = [Decimal(chat(client).headers["x-litellm-response-cost"])]
+            listener.settimeout(dispatch.HANDOFF_SECONDS + 10)
+            receiver, _ = listener.accept()
+            with receiver:
+                receiver.settimeout(10)
+                assert receiver.recv(65536).startswith(b"POST /hook HTTP/1.1")
+                # Served while the post is still waiting for its answer: before its read times out.
+                calls = threading.Thread(
+                    target=lambda: costs.extend(
+                        Decimal(chat(client).headers["x-litellm-response-cost"]) for _ in range(20)
+                    )
+                )
+                calls.start()
+                calls.join(dispatch.READ_TIMEOUT / 2)
+                assert not calls.is_alive() and len(costs) == 21
+                info = client.get("/customer/info?end_user_id=krrish12", headers=AUTH).get_json()
+                assert Decimal(str(info["spend"])) == sum(costs) > 0
+                events = client.get("/webhooks/events?status=pending", headers=AUTH).get_json()
+                assert len(events) == 21  # the one in flight too: nothing is settled yet
+                assert all(event["attempts"] == 0 and event["last_error"] is None for event in events)
+        finally:
+            app.extensions["tollgate"].dispatcher.stop()
 
 
 def test_two_hundred_calls_give_two_hundred_distinct_events(hooked, sink):
