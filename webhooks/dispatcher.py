@@ -123,6 +123,7 @@ class Dispatcher:
         self._last_request = -SERVING_SECONDS  # time.monotonic() of this process's last request
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
         self._pid: int | None = None
         # Kept-open connections per thread, as for calls to upstreams (the delivery thread's own,
         # and each request thread's for the test event of GET /health/services).
@@ -130,11 +131,12 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the thread in this process, once (a thread does not survive fork; it restarts)."""
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
-        self._pid, self._stop = os.getpid(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name=DELIVERY, daemon=True)
-        self._thread.start()
+        with self._starting:  # a process's first requests may arrive together
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._pid, self._stop = os.getpid(), threading.Event()
+            self._thread = threading.Thread(target=self._run, name=DELIVERY, daemon=True)
+            self._thread.start()
 
     def request_started(self) -> None:
         """Before each request of this process: it is serving; the thread runs (started here in a
