@@ -377,10 +377,9 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
 def comparison(points: list[Point], levels: list[int]) -> str:
     """Per level: median (range) over the rounds of req/s, p50, p99, CPU per call, the busiest
     worker's share, the delivery threads' share and the receiver's CPU per call with webhooks off
-    and on; the difference of the
-    medians next to the spread (max - min) of the off runs; and the differences paired by round
-    (the off and on runs of a round follow each other, so a drift of the machine falls mostly
-    outside the pair): their median, and in how many rounds on was higher."""
+    and on; the difference of the medians next to the spread (max - min) of the off runs; and the
+    differences paired by round (the off and on runs of a round follow each other, so a drift of
+    the machine falls mostly outside the pair): their median, and in how many rounds on was higher."""
     figures = {
         "req/s": lambda point: point.result.rate(),
         "p50 ms": lambda point: point.result.p50_ms,
