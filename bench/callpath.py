@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 from app import create_app
+from bench import common
 from config import load_config
 
-MASTER_KEY = "sk-bench-callpath"
 CLOSED_PORT_URL = "http://127.0.0.1:9/webhook"  # never posted to: delivery is stopped
 WARMUP = 20
 SHOWN = 15
@@ -41,7 +41,7 @@ class Counts:
 
 
 def measure(folder: Path, webhooks: bool, calls: int) -> Counts:
-    environ = {"LITELLM_MASTER_KEY": MASTER_KEY, "DATABASE_URL": f"sqlite:///{folder / f'{webhooks}.db'}"}
+    environ = {"LITELLM_MASTER_KEY": common.MASTER_KEY, "DATABASE_URL": f"sqlite:///{folder / f'{webhooks}.db'}"}
     if webhooks:
         environ["WEBHOOK_URL"] = CLOSED_PORT_URL
     config = load_config("config.yaml", environ)
@@ -49,11 +49,10 @@ def measure(folder: Path, webhooks: bool, calls: int) -> Counts:
         config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, alerting=("webhook",)))
     app = create_app(config)
     gateway, client = app.extensions["tollgate"], app.test_client()
-    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": "bench-customer"}
 
     def call() -> None:
-        response = client.post("/chat/completions", json=body, headers=headers)
+        response = client.post("/chat/completions", json=body, headers=common.AUTH)
         assert response.status_code == 200, response.get_data(as_text=True)
 
     for _ in range(WARMUP):
