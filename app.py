@@ -24,7 +24,7 @@ from providers.http import Upstreams
 from providers.router import Router
 from routes import budgets, customers, health, llm, spend_logs, webhooks
 from spend.pricing import pricer_for
-from spend.store import SpendStore, open_store
+from spend.store import Store, open_store
 from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tollgate")
@@ -33,7 +33,7 @@ log = logging.getLogger("tollgate")
 def create_app(
     config: Config | None = None,
     *,
-    store: SpendStore | None = None,
+    store: Store | None = None,
     http: Upstreams | None = None,
     clock: Callable[[], float] | None = None,
 ) -> Flask:
@@ -41,9 +41,9 @@ def create_app(
     configure_logging()
     config = config or load_config()
     store = store or open_store(config.database_url)
-    store.migrate()
+    store.engine.migrate(report=log.info)
     # Nothing opened here may be used after gunicorn forks: workers open their own connections.
-    store.close()
+    store.engine.close()
 
     app = Flask("tollgate")
     app.config["MAX_CONTENT_LENGTH"] = config.settings.max_request_bytes
@@ -75,7 +75,7 @@ def create_app(
     return app
 
 
-def _dispatcher(config: Config, store: SpendStore, clock: Callable[[], float] | None) -> Dispatcher | None:
+def _dispatcher(config: Config, store: Store, clock: Callable[[], float] | None) -> Dispatcher | None:
     """The webhook outbox's delivery thread (started per worker process, see gunicorn.conf.py)."""
     if not config.webhooks_enabled:
         return None
@@ -86,7 +86,6 @@ def _dispatcher(config: Config, store: SpendStore, clock: Callable[[], float] | 
         clock=clock or time.time,
         max_backoff=config.webhook_retry_max_seconds,
         retention_seconds=config.webhook_retention_days * 86_400,
-        depth=config.webhook_pipeline_depth,
     )
 
 
@@ -97,7 +96,7 @@ def start_background_work(app: Flask) -> None:
     any server); the store's upkeep has a fallback inside SQLite and runs only when started here.
     """
     gateway = app.extensions["tollgate"]
-    gateway.store.start_background()
+    gateway.store.engine.start_background()
     if gateway.dispatcher is not None:
         gateway.dispatcher.start()
 
@@ -106,7 +105,7 @@ def stop_background_work(app: Flask) -> None:
     gateway = app.extensions["tollgate"]
     if gateway.dispatcher is not None:
         gateway.dispatcher.stop()
-    gateway.store.stop_background()
+    gateway.store.engine.stop_background()
 
 
 def request_hook(dispatcher: Dispatcher | None) -> Callable[[], None]:

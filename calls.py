@@ -27,6 +27,7 @@ from spend import admission
 from spend.attribution import resolve_customer_id
 from spend.pricing import usd_text
 from spend.store import CallRecord, IdempotencyClaim, Replay
+from webhooks.events import announcements
 
 log = logging.getLogger("tollgate.calls")
 MAX_IDEMPOTENCY_KEY = 255
@@ -53,7 +54,7 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
     customer_id = resolve_customer_id(headers, body)
     if customer_id is None and settings.enforce_user_param:
         raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
-    customer = gw.store.get_customer(customer_id) if customer_id else None
+    customer = gw.store.admin.get_customer(customer_id) if customer_id else None
     model = admission.gate(customer_id, customer, body.get("model"))
     body["model"] = model
     candidates = gw.router.candidates(model, customer.allowed_model_region if customer else None)
@@ -68,17 +69,17 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
     claim = _idempotency_claim(headers, customer_id)
     now = gw.clock()
     if claim is not None:
-        earlier = gw.store.claim_idempotency(claim, request_id, now, hold=candidates[0].timeout + 60)
+        earlier = gw.store.ledger.claim_idempotency(claim, request_id, now, hold=candidates[0].timeout + 60)
         if earlier is not None:
             return earlier
     try:
         admitted = admission.Admitted()
         if customer_id is not None:
             admitted = admission.admit(
-                gw.store,
+                gw.store.ledger,
                 request_id=request_id,
                 customer_id=customer_id,
-                budget=admission.applicable_budget(gw.store, customer, settings.max_end_user_budget_id),
+                budget=admission.applicable_budget(gw.store.admin, customer, settings.max_end_user_budget_id),
                 deployment=candidates[0],
                 pricer=pricer,
                 body=body,
@@ -89,7 +90,7 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
             )
     except BaseException:
         if claim is not None:
-            gw.store.drop_idempotency(claim, request_id)
+            gw.store.ledger.drop_idempotency(claim, request_id)
         raise
     if admitted.max_tokens is not None:
         body[_output_key(body)] = admitted.max_tokens
@@ -178,8 +179,13 @@ def settle(call: Call, usage: Usage, *, estimated=False, error=None, response=No
     pricer = gw.pricers[deployment.id]
     record = _record(call, usage, pricer.cost(usage), estimated=estimated, error=error, priced=pricer.priced)
     settlement = replace(call.admitted.settlement, response=response, content_type=content_type)
-    gw.store.record_call(record, settlement)
-    if settlement.notify is not None:
+    notify = call.admitted.notify
+    announcing = notify is not None and record.customer_id is not None and record.priced
+    if announcing:
+        events, on_spend = announcements(notify, record.customer_id, record.cost_units, record.request_id, record.ended_at)
+        settlement = replace(settlement, events=events, on_spend=on_spend)
+    gw.store.ledger.record_call(record, settlement)
+    if announcing:
         gw.dispatcher.wake()
     log_call(record, 200)
     return record
@@ -190,7 +196,7 @@ def fail(call: Call, exc: BaseException) -> None:
     call.served = call.served or call.candidates[0]
     message = exc.message if isinstance(exc, UpstreamError) else f"{type(exc).__name__} in Tollgate"
     record = _record(call, Usage(), 0, status="failure", error=message)
-    call.gw.store.record_call(record, call.admitted.settlement)
+    call.gw.store.ledger.record_call(record, call.admitted.settlement)
     log_call(record, exc.client_status if isinstance(exc, UpstreamError) else 500)
 
 

@@ -14,7 +14,7 @@ import time
 
 from config import ConfigError, load_config
 from spend.pricing import pricer_for
-from spend.sqlite_outbox import RETRY_WINDOW_SECONDS
+from spend.outbox import RETRY_WINDOW_SECONDS
 from spend.store import open_store
 from webhooks.events import iso
 
@@ -43,9 +43,9 @@ def webhooks(args) -> int:
         print(exc, file=sys.stderr)
         return 1
     store = open_store(config.database_url)
-    store.migrate()
+    store.engine.migrate()
     if args.action == "list":
-        for event in store.list_events(args.status, args.limit):
+        for event in store.outbox.list(args.status, args.limit):
             print(
                 f"{event.event_id}  {event.status:9}  {event.event:24}  attempts={event.attempts}  "
                 f"customer={event.customer_id}  created={iso(event.created_at)}  error={event.last_error}"
@@ -54,7 +54,7 @@ def webhooks(args) -> int:
     if not args.dead and not args.event_ids:
         print("name event ids, or --dead for every dead event", file=sys.stderr)
         return 2
-    count = store.requeue_events(None if args.dead else args.event_ids, time.time(), RETRY_WINDOW_SECONDS)
+    count = store.outbox.requeue(None if args.dead else args.event_ids, time.time(), RETRY_WINDOW_SECONDS)
     print(f"requeued {count} event(s); running workers deliver them within seconds")
     return 0
 

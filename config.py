@@ -146,7 +146,6 @@ class Config:
     webhook_secret: str | None = None
     webhook_retry_max_seconds: float = 1800.0
     webhook_retention_days: float = 7.0
-    webhook_pipeline_depth: int = 16
     warnings: tuple[str, ...] = ()
 
     @property
@@ -207,20 +206,17 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
 
     database_url = reader.resolve(general.get("database_url"), "general_settings.database_url", optional=True)
     database_url = str(database_url or reader.env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
-    if database_url.startswith(("postgres://", "postgresql://")):
-        reader.error("DATABASE_URL: PostgreSQL is not supported by this version of Tollgate; use a SQLite URL")
-    elif "://" in database_url and not database_url.startswith("sqlite:///"):
-        reader.error("DATABASE_URL: use sqlite:///relative.db, sqlite:////absolute/path.db or a file path")
+    postgres = database_url.startswith(("postgres://", "postgresql://"))
+    if "://" in database_url and not postgres and not database_url.startswith("sqlite:///"):
+        reader.error(
+            "DATABASE_URL: use postgresql://user:password@host:5432/database, sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or a file path"
+        )
     if settings.alerting and "webhook" in settings.alerting and not reader.env.get("WEBHOOK_URL"):
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
     retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
     retention_days = reader.number(reader.env, "WEBHOOK_RETENTION_DAYS", "environment", 7.0)
-    depth_text = reader.env.get("WEBHOOK_PIPELINE_DEPTH", "16")
-    depth = int(depth_text) if depth_text.strip().isdigit() else 0
-    if not 1 <= depth <= 64:
-        reader.error(f"environment.WEBHOOK_PIPELINE_DEPTH: must be a whole number from 1 to 64, got {depth_text!r}")
-        depth = 16
     secret = reader.env.get("WEBHOOK_SECRET") or None
     if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
         reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
@@ -236,7 +232,6 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         webhook_secret=secret,
         webhook_retry_max_seconds=retry_ceiling,
         webhook_retention_days=retention_days,
-        webhook_pipeline_depth=depth,
         warnings=tuple(reader.warnings),
     )
 

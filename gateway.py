@@ -11,7 +11,7 @@ from config import Config
 from providers.http import Upstreams
 from providers.router import Router
 from spend.pricing import Pricer
-from spend.store import SpendStore
+from spend.store import Store
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify
 
@@ -19,7 +19,7 @@ from webhooks.events import Notify
 @dataclass
 class Gateway:
     config: Config
-    store: SpendStore
+    store: Store
     http: Upstreams
     clock: Callable[[], float]
     router: Router

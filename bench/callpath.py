@@ -70,7 +70,7 @@ def measure(folder: Path, webhooks: bool, calls: int) -> Counts:
     profile.disable()
     connection.set_trace_callback(None)
     _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    gateway.store.close()
+    gateway.store.engine.close()
     stats = pstats.Stats(profile)
     by_function = {
         f"{Path(file).name}:{name}": count / calls for (file, _, name), (_, count, *_) in stats.stats.items()

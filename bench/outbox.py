@@ -48,12 +48,12 @@ def calls(store, count: int, start: float, notify: Notify | None = NOTIFY) -> No
     for n in range(count):
         ended = start + n / 1000
         record = CallRecord(str(uuid.uuid4()), f"c{n % 100}", "m", "mock/m", "d", Usage(), 1_234, ended, ended)
-        store.record_call(record, Settlement(notify=notify))
+        store.ledger.record_call(record, Settlement(notify=notify))
 
 
 def store_in(folder: Path, name: str):
     store = open_store(f"sqlite:///{folder / name}")
-    store.migrate()
+    store.engine.migrate()
     return store
 
 
@@ -72,7 +72,7 @@ def write(folder: Path, count: int) -> None:
         cpu = time.thread_time()
         calls(store, count, time.time(), notify)
         print(f"| {label} | {1e6 * (time.thread_time() - cpu) / count:.1f} µs CPU |")
-    store.close()
+    store.engine.close()
 
 
 def claim(folder: Path, backlog: int) -> None:
@@ -87,7 +87,7 @@ def claim(folder: Path, backlog: int) -> None:
             take(store)
             took.append(time.perf_counter() - began)
         print(f"| claim 100 of {backlog:,} pending, {label} | {1000 * statistics.median(took):.2f} ms (median of 20) |")
-    store.close()
+    store.engine.close()
 
 
 def _claim_stream(store) -> None:
@@ -96,8 +96,8 @@ def _claim_stream(store) -> None:
 
 
 def _claim_outbox(store) -> None:
-    claimed = store.claim_events(time.time(), 45.0, 100)
-    store.events_delivered([event.event_id for event in claimed], time.time())
+    claimed = store.outbox.claim(time.time(), 45.0, 100)
+    store.outbox.delivered([event.event_id for event in claimed], time.time())
 
 
 def deliver(folder: Path, url: str, count: int, depth: int) -> None:
@@ -109,7 +109,7 @@ def deliver(folder: Path, url: str, count: int, depth: int) -> None:
         delivered += batch
     label = "one at a time" if depth == 1 else f"{depth} pipelined"
     print(f"| deliver {delivered:,} events, {label} | {1e6 * (time.thread_time() - cpu) / delivered:.1f} µs CPU |")
-    store.close()
+    store.engine.close()
 
 
 def main() -> int:

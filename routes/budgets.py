@@ -26,7 +26,7 @@ def budget_new():
     budget_id = fields.text(body.get("budget_id"), "budget_id") or str(uuid.uuid4())
     columns = fields.budget_columns(body, nulls_clear=False)
     try:
-        budget = gw.store.create_budget(budget_id, columns, gw.clock())
+        budget = gw.store.admin.create_budget(budget_id, columns, gw.clock())
     except Conflict:
         raise BadRequest(f"Budget with id '{budget_id}' already exists.", param="budget_id") from None
     return jsonify(budget_object(budget, gw.clock()))
@@ -41,7 +41,7 @@ def budget_update():
         raise BadRequest("budget_id is required", param="budget_id")
     columns = fields.budget_columns(body, nulls_clear=True)
     try:
-        budget = gw.store.update_budget(budget_id, columns, gw.clock())
+        budget = gw.store.admin.update_budget(budget_id, columns, gw.clock())
     except Missing:
         raise _not_found(budget_id) from None
     return jsonify(budget_object(budget, gw.clock()))
@@ -55,14 +55,14 @@ def budget_info():
         raise BadRequest(f"Specify list of budget id's to query. Passed in={budget_ids!r}", param="budgets")
     gw = gateway_state.current()
     now = gw.clock()
-    return jsonify([budget_object(budget, now) for budget in gw.store.list_budgets(budget_ids)])
+    return jsonify([budget_object(budget, now) for budget in gw.store.admin.list_budgets(budget_ids)])
 
 
 @blueprint.get("/budget/list")
 def budget_list():
     gw = gateway_state.current()
     now = gw.clock()
-    return jsonify([budget_object(budget, now) for budget in gw.store.list_budgets()])
+    return jsonify([budget_object(budget, now) for budget in gw.store.admin.list_budgets()])
 
 
 @blueprint.post("/budget/delete")
@@ -73,7 +73,7 @@ def budget_delete():
         raise BadRequest("id is required: the budget_id to delete", param="id")
     gw = gateway_state.current()
     try:
-        budget = gw.store.delete_budget(budget_id)
+        budget = gw.store.admin.delete_budget(budget_id)
     except Missing:
         raise _not_found(budget_id) from None
     return jsonify(budget_object(budget, gw.clock()))

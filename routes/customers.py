@@ -77,7 +77,7 @@ def customer_info():
     if user_id is None or not user_id.strip():
         raise BadRequest("Missing query parameter end_user_id", param="end_user_id")
     gw = gateway_state.current()
-    customer = gw.store.get_customer(user_id.strip())
+    customer = gw.store.admin.get_customer(user_id.strip())
     if customer is None:
         raise NotFound(f"End User Id={user_id} does not exist in db", param="end_user_id")
     return jsonify(customer_object(customer, gw.clock()))
@@ -103,7 +103,7 @@ def customer_new():
         budget=Budget(budget_id) if budget_id is not None else None,
     )
     try:
-        created = gw.store.create_customer(customer, budget or None, gw.clock())
+        created = gw.store.admin.create_customer(customer, budget or None, gw.clock())
     except Conflict:
         raise BadRequest(
             f"Customer already exists, passed user_id={user_id}. Please pass a new user_id.",
@@ -124,7 +124,7 @@ def customer_update():
     changes = _customer_changes(body)
     _one_budget_source(changes.get("budget_id"), budget)
     try:
-        updated = gw.store.update_customer(user_id, changes, budget, gw.clock())
+        updated = gw.store.admin.update_customer(user_id, changes, budget, gw.clock())
     except Missing as missing:
         if missing.ids == [user_id]:
             raise NotFound(f"End User Id={user_id} does not exist in db", param="user_id") from None
@@ -173,7 +173,7 @@ def _configured_model(value) -> str | None:
 def customer_delete():
     user_ids = fields.user_ids(json_body())
     try:
-        deleted = gateway_state.current().store.delete_customers(user_ids)
+        deleted = gateway_state.current().store.admin.delete_customers(user_ids)
     except Missing as missing:
         raise NotFound(f"End User Id(s)={','.join(missing.ids)} do not exist in db", param="user_ids") from None
     return jsonify({"deleted_customers": deleted, "message": f"Successfully deleted customers with ids: {user_ids}"})
@@ -185,7 +185,7 @@ def customer_list():
     page_size = page_arg("page_size", 50, MAX_PAGE_SIZE)
     search = request.args.get("search") or None
     gw = gateway_state.current()
-    customers, total = gw.store.list_customers((page - 1) * page_size, page_size, search)
+    customers, total = gw.store.admin.list_customers((page - 1) * page_size, page_size, search)
     now = gw.clock()
     response = jsonify([customer_object(customer, now) for customer in customers])
     response.headers["x-total-count"] = str(total)
@@ -206,7 +206,7 @@ def _set_blocked(blocked: bool):
     user_ids = fields.user_ids(json_body())
     gw = gateway_state.current()
     try:
-        customers = gw.store.set_blocked(user_ids, blocked, gw.clock())
+        customers = gw.store.admin.set_blocked(user_ids, blocked, gw.clock())
     except Missing as missing:
         raise NotFound(f"End User Id(s)={','.join(missing.ids)} do not exist in db", param="user_ids") from None
     now = gw.clock()

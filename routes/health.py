@@ -18,6 +18,6 @@ def liveness():
 
 @blueprint.get("/health/readiness")
 def readiness():
-    if not gateway_state.current().store.ping():
+    if not gateway_state.current().store.engine.ping():
         return error_response(503, "Database unreachable", "service_unavailable")
     return jsonify({"status": "healthy", "db": "connected"})

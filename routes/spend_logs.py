@@ -41,9 +41,9 @@ def spend_logs():
     )
     page = page_arg("page", 1, None)
     page_size = page_arg("page_size", DEFAULT_PAGE_SIZE, 10_000 if as_csv else 1_000)
-    store = gateway_state.current().store
-    rows = store.spend_logs(where=where, limit=page_size, offset=(page - 1) * page_size)
-    total = store.count_spend_logs(where)
+    ledger = gateway_state.current().store.ledger
+    rows = ledger.spend_logs(where=where, limit=page_size, offset=(page - 1) * page_size)
+    total = ledger.count_spend_logs(where)
     response = _csv(rows) if as_csv else jsonify([_json_row(row) for row in rows])
     response.headers["x-total-count"] = str(total)
     return response

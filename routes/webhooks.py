@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, request
 import gateway as gateway_state
 from errors import BadRequest, error_response
 from routes import json_body, page_arg
-from spend.sqlite_outbox import RETRY_WINDOW_SECONDS
+from spend.outbox import RETRY_WINDOW_SECONDS
 from webhooks import events
 
 blueprint = Blueprint("webhooks", __name__)
@@ -43,7 +43,7 @@ def list_events():
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
     limit = page_arg("limit", 100, 1000)
-    rows = gateway_state.current().store.list_events(status, limit)
+    rows = gateway_state.current().store.outbox.list(status, limit)
     return jsonify([
         {"event_id": row.event_id, "event": row.event, "customer_id": row.customer_id, "status": row.status,
          "attempts": row.attempts, "last_error": row.last_error, "created_at": events.iso(row.created_at),
@@ -64,7 +64,7 @@ def requeue():
     ):
         raise BadRequest("event_ids must be a non-empty list of event ids", param="event_ids")
     gw = gateway_state.current()
-    count = gw.store.requeue_events(event_ids, gw.clock(), RETRY_WINDOW_SECONDS)
+    count = gw.store.outbox.requeue(event_ids, gw.clock(), RETRY_WINDOW_SECONDS)
     if gw.dispatcher is not None:
         gw.dispatcher.wake()
     return jsonify({"requeued": count})

@@ -18,7 +18,7 @@ from providers.base import Usage
 from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
 from spend.pricing import Pricer, usd_text
-from spend.store import PLAIN_CALL, AdmissionRequest, Budget, Charge, Customer, Settlement, SpendStore
+from spend.store import PLAIN_CALL, AdmissionRequest, Admin, Budget, Charge, Customer, Ledger, Settlement
 from webhooks.events import Notify
 
 DEFAULT_OUTPUT_LIMIT = 16384
@@ -31,6 +31,7 @@ _OUTPUT_KEYS = ("max_tokens", "max_completion_tokens")
 class Admitted:
     settlement: Settlement = PLAIN_CALL
     max_tokens: int | None = None
+    notify: Notify | None = None  # what the call announces once charged (webhooks on), measured against its budget
 
 
 def gate(customer_id: str | None, customer: Customer | None, model: object) -> object:
@@ -54,11 +55,11 @@ def gate(customer_id: str | None, customer: Customer | None, model: object) -> o
     return model
 
 
-def applicable_budget(store: SpendStore, customer: Customer | None, default_id: str | None) -> Budget | None:
+def applicable_budget(admin: Admin, customer: Customer | None, default_id: str | None) -> Budget | None:
     """The customer's own budget or tier, else the default tier (`max_end_user_budget_id`)."""
     if customer is not None and customer.budget is not None:
         return customer.budget
-    return store.get_budget(default_id) if default_id else None
+    return admin.get_budget(default_id) if default_id else None
 
 
 def window_end(reset_at: str | None, duration: str | None, now: float) -> float | None:
@@ -108,7 +109,7 @@ def prompt_bound(body: dict) -> int:
 
 
 def admit(
-    store: SpendStore,
+    ledger: Ledger,
     *,
     request_id: str,
     customer_id: str,
@@ -126,7 +127,7 @@ def admit(
     `notify` (webhooks on) is completed with the budget the call's alerts are measured against.
     """
     if budget is None:
-        return Admitted(Settlement(notify=notify))
+        return Admitted(notify=notify)
     keys = (deployment.model_name, f"{deployment.provider}/{deployment.model}", deployment.model)
     limits = limits_for(budget, keys, now)
     rates = RateLimits(budget.rpm_limit, budget.tpm_limit)
@@ -135,8 +136,8 @@ def admit(
     charges = (Charge("", main_end), *(Charge(limit.scope, limit.window_end) for limit in limits if limit.scope))
     notify = _measured(notify, budget, main_end)
     if not limits and not rated:
-        return Admitted(Settlement(charges, notify=notify))
-    verdict = store.admit(
+        return Admitted(Settlement(charges), notify=notify)
+    verdict = ledger.admit(
         AdmissionRequest(
             request_id=request_id,
             customer_id=customer_id,
@@ -152,8 +153,8 @@ def admit(
         raise _over_budget(customer_id, verdict, exceeded_status)
     if isinstance(verdict, OverRate):
         raise _over_rate(customer_id, verdict)
-    settlement = Settlement(charges, reserved=bool(limits), rate_tracked=rated, notify=notify)
-    return Admitted(settlement, verdict.max_tokens)
+    settlement = Settlement(charges, reserved=bool(limits), rate_tracked=rated)
+    return Admitted(settlement, verdict.max_tokens, notify)
 
 
 def _measured(notify: Notify | None, budget: Budget, end: float | None) -> Notify | None:

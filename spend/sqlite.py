@@ -12,6 +12,8 @@
   lock, without taking the lock file and so without waiting behind the other workers' turns.
 - Connections are per thread and per process, opened on first use: nothing opened before
   gunicorn forks is ever used after it.
+- Money columns hold decimal text (SQLite's INTEGER stops at 2**63 pico-dollars, $9.2 M); each
+  connection defines `units_add`, `units_le` and `units_sum`, which compute on them exactly.
 - The WAL is copied back into the database (a checkpoint, with its fsyncs) by a background
   thread in each worker ten times a second (`start_background`), not by whichever call's commit
   happens to pass SQLite's default 1000 pages: that call waited ~10 ms, which was the whole p99
@@ -33,31 +35,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from spend import budgets, migrations
-from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
-from spend.sqlite_admin import CustomerAdmin, read_customer
-from spend.sqlite_outbox import Outbox, add_events
-from spend.store import (
-    PLAIN_CALL,
-    AdmissionRequest,
-    CallRecord,
-    Customer,
-    IdempotencyClaim,
-    Replay,
-    Settlement,
-    SpendLogFilter,
-    SpendLogRow,
-    epoch,
-    iso_timestamp,
-)
+from spend import migrations
+from spend.admin import SQLAdmin
+from spend.ledger import SQLLedger
+from spend.outbox import SQLOutbox
+from spend.store import Store, StoreUnavailable, iso_timestamp
 from thread_names import CHECKPOINT, name_this_thread
-from webhooks import events as webhook_events
-from webhooks.events import Notify
 
 log = logging.getLogger("tollgate.store")
 
 BUSY_TIMEOUT_SECONDS = 30.0
-IDEMPOTENCY_SECONDS = 24 * 3600.0
 CHECKPOINT_SECONDS = 0.1
 AUTOCHECKPOINT_PAGES = 10000  # the fallback: ~40 MB of WAL
 
@@ -120,7 +107,13 @@ class _Pending:
     done: bool = False
 
 
-class SQLiteStore(CustomerAdmin, Outbox):
+class SQLiteDatabase:
+    """One SQLite file: its connections, its writers' turns, its schema and its upkeep (the
+    `Database` the roles work on, and the `Engine` of its store)."""
+
+    locks_rows = False  # one writer at a time: a write transaction sees no other writer
+    skip_locked = ""
+
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
@@ -143,14 +136,37 @@ class SQLiteStore(CustomerAdmin, Outbox):
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+        define_money_functions(connection)
         self._local.connection, self._local.pid = connection, os.getpid()
         with self._lock:
             self._connections.append(connection)
         return connection
 
+    def read(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return op(self._connection())
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return self._group_write(op)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    @staticmethod
+    def units(value: int | None) -> str | None:
+        return None if value is None else str(value)
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(f"SQLite database {self.path}: {exc}")
+
+    def describe(self) -> str:
+        return f"SQLite database {os.path.abspath(self.path)}"
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the lock from its first statement."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the lock from its first statement (schema changes, tests)."""
         connection = self._connection()
         with self._writer_lock():
             connection.execute("BEGIN IMMEDIATE")
@@ -282,24 +298,27 @@ class SQLiteStore(CustomerAdmin, Outbox):
 
     # -- schema --------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def pending_migrations(self) -> list[str]:
+        if not os.path.exists(self.path):
+            return [migration.label for migration in migrations.load("sqlite")]
+        connection = self._connection()
+        return migrations.pending(connection, migrations.load("sqlite"))
+
+    def migrate(self, report: Callable[[str], None] | None = None) -> list[str]:
         connection = self._connection()
         self._enable_wal(connection)
-        with self._write() as connection:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            applied = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
-            for migration in migrations.load("sqlite"):
-                if migration.version in applied:
-                    continue
-                for statement in migration.statements:
-                    connection.execute(statement)
-                connection.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, iso_timestamp(time.time())),
-                )
+        with self.transaction() as connection:
+            connection.execute(migrations.TABLE)
+            todo = migrations.pending_ones(connection, migrations.load("sqlite"))
+            progress = migrations.Progress(report)
+            # SQLite calls back every N virtual-machine steps: a long statement reports as it goes.
+            connection.set_progress_handler(progress.tick, 100_000)
+            try:
+                for migration in todo:
+                    progress.run(migration, connection)
+            finally:
+                connection.set_progress_handler(None, 0)
+        return [migration.label for migration in todo]
 
     @staticmethod
     def _enable_wal(connection: sqlite3.Connection) -> None:
@@ -314,338 +333,29 @@ class SQLiteStore(CustomerAdmin, Outbox):
                     raise
                 time.sleep(0.05)
 
-    # -- calls ---------------------------------------------------------------------------
 
-    def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
-        return self._group_write(lambda connection: _admit(connection, request))
+class _UnitsSum:
+    """`units_sum(x)`: the exact sum of money values (None over no rows, as SUM)."""
 
-    def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
-        self._group_write(lambda connection: _record_call(connection, record, settlement))
+    def __init__(self):
+        self.total = None
 
-    def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
-        with self._write() as connection:
-            connection.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-                (claim.customer, claim.key, request_id),
-            )
+    def step(self, value) -> None:
+        if value is not None:
+            self.total = (self.total or 0) + int(value)
 
-    def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
-        with self._write() as connection:
-            connection.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND expires_at <= ?",
-                (claim.customer, claim.key, now),
-            )
-            inserted = connection.execute(
-                "INSERT INTO idempotency_keys (customer_id, idempotency_key, request_id, state, expires_at, "
-                "created_at) VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT DO NOTHING",
-                (claim.customer, claim.key, request_id, now + hold, now),
-            )
-            if inserted.rowcount == 1:
-                return None
-            row = connection.execute(
-                "SELECT request_id, response, content_type, cost_units, state FROM idempotency_keys "
-                "WHERE customer_id = ? AND idempotency_key = ?",
-                (claim.customer, claim.key),
-            ).fetchone()
-            return Replay(row[0], row[1], row[2], row[3], in_flight=row[4] == "in_flight")
-
-    def spend_logs(
-        self, customer_id: str | None = None, limit: int = 1000, *, where: SpendLogFilter | None = None, offset: int = 0
-    ) -> list[SpendLogRow]:
-        clause, params = _log_filter(where or SpendLogFilter(customer_id=customer_id))
-        rows = (
-            self._connection()
-            .execute(
-                f"SELECT {_LOG_COLUMNS} FROM spend_logs{clause} ORDER BY created_at DESC, request_id LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            )
-            .fetchall()
-        )
-        return [_log_row(row) for row in rows]
-
-    def count_spend_logs(self, where: SpendLogFilter) -> int:
-        clause, params = _log_filter(where)
-        return self._connection().execute(f"SELECT COUNT(*) FROM spend_logs{clause}", params).fetchone()[0]
-
-    def get_customer(self, user_id: str) -> Customer | None:
-        return read_customer(self._connection(), user_id)
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
 
 
-def _admit(connection: sqlite3.Connection, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
-    """Create the customer if unseen, then reserve or refuse, inside the caller's transaction.
-
-    A known customer costs one read of its accounts; the inserts that create a customer and its
-    accounts run only when the read finds some missing (an account exists only for a customer).
-    """
-    customer, now = request.customer_id, request.now
-    scopes = list(dict.fromkeys(limit.scope for limit in request.limits))
-    accounts = _accounts(connection, customer, scopes) if scopes else {}
-    missing = [scope for scope in scopes if scope not in accounts]
-    if missing or not scopes:
-        _ensure_customer(connection, customer, now)
-        for scope in missing:
-            connection.execute(
-                "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (customer, scope),
-            )
-            accounts[scope] = Account()
-    if any(account.reserved_units for account in accounts.values()):
-        for scope, units in _release_expired(connection, customer, now):
-            if scope in accounts:
-                held = accounts[scope]
-                accounts[scope] = Account(held.spend_units, held.reserved_units - units, held.period_end)
-    if request.rate_limits is not None:
-        over_rate = budgets.check_rate(request.rate_limits, _rate_usage(connection, customer, now), now)
-        if over_rate is not None:
-            return over_rate
-    pairs = [(limit, accounts.get(limit.scope, Account())) for limit in request.limits]
-    decision = budgets.plan_admission(pairs, request.estimate, strict=request.strict, now=now)
-    if isinstance(decision, OverBudget):
-        return decision
-    for limit in request.limits:
-        _reserve(connection, request, limit, decision.reservations[limit.scope])
-    if request.rate_limits is not None:
-        connection.execute(
-            "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
-            (request.request_id, customer, now),
-        )
-    return decision
+def define_money_functions(connection: sqlite3.Connection) -> None:
+    """Exact arithmetic on money columns (decimal text), as the roles' SQL expects on every engine."""
+    connection.create_function("units_add", 2, lambda a, b: str(int(a) + int(b)), deterministic=True)
+    connection.create_function("units_le", 2, lambda a, b: int(int(a) <= int(b)), deterministic=True)
+    connection.create_aggregate("units_sum", 1, _UnitsSum)
 
 
-def _record_call(connection: sqlite3.Connection, record: CallRecord, settlement: Settlement) -> None:
-    """Release, charge, announce and log one call, inside the caller's transaction.
-
-    The reservation is given back in the same statement that adds the cost to its account. The
-    call's `spend_tracked` event is its spend-log row itself, marked `announced` (delivered from
-    there, `spend.sqlite_outbox.Outbox.claim_stream`); budget events go into the outbox.
-    """
-    customer, now = record.customer_id, record.ended_at
-    holder, released = _release(connection, record.request_id) if settlement.reserved else (None, {})
-    if customer is not None and record.status == "success":
-        spend = {}
-        for charge in settlement.charges:
-            freed = released.pop(charge.scope, 0) if holder == customer else 0
-            spend[charge.scope] = _charge(connection, customer, charge, record.cost_units, now, freed)
-        if settlement.notify is not None and record.priced:
-            events = webhook_events.budget_events(settlement.notify, customer, spend[""], now)
-            if events:
-                # Due at the call's time as its spend-log row keeps it, as its spend_tracked event
-                # is: the budget events it raised go after that event, not a rounding error before.
-                add_events(connection, events, epoch(iso_timestamp(now)))
-    if released:
-        _unreserve(connection, holder, list(released.items()))
-    if settlement.idempotency is not None:
-        _finish_idempotency(connection, settlement, record)
-    if settlement.rate_tracked:
-        connection.execute(
-            "UPDATE rate_events SET tokens = ? WHERE request_id = ?",
-            (record.usage.total_tokens, record.request_id),
-        )
-    _insert_spend_log(connection, record, _announced(record, settlement))
-
-
-def _announced(record: CallRecord, settlement: Settlement) -> Notify | None:
-    """What the call's `spend_tracked` event shows, if it announces one: a charged, priced call
-    with webhooks on and `spend_tracked` among the alert types."""
-    notify = settlement.notify
-    charged = record.customer_id is not None and record.status == "success" and record.priced
-    return notify if charged and notify is not None and notify.spend_tracked else None
-
-
-_LOG_COLUMNS = (
-    "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
-    "cached_tokens, cache_creation_tokens, reasoning_tokens, cost_units, priced, estimated, status, error, "
-    "latency_ms, started_at, created_at, attempts"
-)
-
-
-def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:
-    conditions, params = [], []
-    if where.customer_id is not None:
-        conditions.append("customer_id = ?")
-        params.append(where.customer_id)
-    if where.model is not None:
-        conditions.append("(model_group = ? OR provider_model = ?)")
-        params += [where.model, where.model]
-    if where.since is not None:
-        conditions.append("created_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        conditions.append("created_at < ?")
-        params.append(where.until)
-    return (" WHERE " + " AND ".join(conditions) if conditions else ""), tuple(params)
-
-
-def _finish_idempotency(connection: sqlite3.Connection, settlement: Settlement, record: CallRecord) -> None:
-    """A served call keeps its key (and answer) for 24 h; a failed or unreplayable one frees it."""
-    claim = settlement.idempotency
-    if record.status != "success" or settlement.response is None:
-        connection.execute(
-            "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-            (claim.customer, claim.key, record.request_id),
-        )
-        return
-    connection.execute(
-        "UPDATE idempotency_keys SET state = 'done', response = ?, content_type = ?, cost_units = ?, expires_at = ? "
-        "WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-        (
-            settlement.response,
-            settlement.content_type,
-            record.cost_units,
-            record.ended_at + IDEMPOTENCY_SECONDS,
-            claim.customer,
-            claim.key,
-            record.request_id,
-        ),
-    )
-
-
-def _log_row(row: tuple) -> SpendLogRow:
-    values = list(row)
-    values[11], values[12] = bool(values[11]), bool(values[12])
-    return SpendLogRow(*values)
-
-
-def _ensure_customer(connection: sqlite3.Connection, user_id: str, now: float, *, account: bool = True) -> None:
-    stamp = iso_timestamp(now)
-    connection.execute(
-        "INSERT INTO customers (user_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (user_id, stamp, stamp),
-    )
-    if account:
-        connection.execute(
-            "INSERT INTO spend_accounts (user_id, scope) VALUES (?, '') ON CONFLICT DO NOTHING", (user_id,)
-        )
-
-
-_CHARGE = (
-    "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (?1, ?2, ?3, ?4) "
-    "ON CONFLICT (user_id, scope) DO UPDATE SET spend_units = CASE "
-    "WHEN period_end IS NOT NULL AND period_end <= ?6 THEN excluded.spend_units "
-    "ELSE spend_units + excluded.spend_units END, period_end = excluded.period_end, "
-    "reserved_units = reserved_units - ?5 RETURNING spend_units"
-)
-
-
-def _charge(connection: sqlite3.Connection, user_id: str, charge, cost_units: int, now: float, released: int) -> int:
-    """Add a call's cost to one account (starting a new window if the last one ended) and give
-    back the `released` units its reservation held; the new spend.
-
-    A customer that is new, or was deleted while its call ran, is created first.
-    """
-    params = (user_id, charge.scope, cost_units, charge.window_end, released, now)
-    try:
-        return connection.execute(_CHARGE, params).fetchone()[0]
-    except sqlite3.IntegrityError:  # no such customer (the account's foreign key)
-        _ensure_customer(connection, user_id, now, account=False)
-        return connection.execute(_CHARGE, params).fetchone()[0]
-
-
-def _release_expired(connection: sqlite3.Connection, user_id: str, now: float) -> list[tuple[str, int]]:
-    """Give back what calls reserved and never settled (their worker died mid-call); (scope, units) each."""
-    expired = connection.execute(
-        "DELETE FROM reservations WHERE user_id = ? AND expires_at <= ? RETURNING scope, units", (user_id, now)
-    ).fetchall()
-    _unreserve(connection, user_id, expired)
-    return expired
-
-
-def _release(connection: sqlite3.Connection, request_id: str) -> tuple[str | None, dict[str, int]]:
-    """Delete a call's reservations: whose they were, and the units they held by scope."""
-    rows = connection.execute(
-        "DELETE FROM reservations WHERE request_id = ? RETURNING user_id, scope, units", (request_id,)
-    ).fetchall()
-    return (rows[0][0] if rows else None), {scope: units for _, scope, units in rows}
-
-
-def _unreserve(connection: sqlite3.Connection, user_id: str, rows: list) -> None:
-    for scope, units in rows:
-        connection.execute(
-            "UPDATE spend_accounts SET reserved_units = reserved_units - ? WHERE user_id = ? AND scope = ?",
-            (units, user_id, scope),
-        )
-
-
-def _accounts(connection: sqlite3.Connection, user_id: str, scopes: list[str]) -> dict[str, Account]:
-    marks = ", ".join("?" for _ in scopes)
-    rows = connection.execute(
-        f"SELECT scope, spend_units, reserved_units, period_end FROM spend_accounts "
-        f"WHERE user_id = ? AND scope IN ({marks})",
-        (user_id, *scopes),
-    ).fetchall()
-    return {scope: Account(spend, reserved, period_end) for scope, spend, reserved, period_end in rows}
-
-
-def _rate_usage(connection: sqlite3.Connection, user_id: str, now: float) -> RateUsage:
-    since = now - budgets.RATE_WINDOW_SECONDS
-    connection.execute("DELETE FROM rate_events WHERE user_id = ? AND at <= ?", (user_id, since))
-    count, tokens, oldest = connection.execute(
-        "SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(at) FROM rate_events WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    return RateUsage(count, tokens, oldest)
-
-
-def _reserve(connection: sqlite3.Connection, request: AdmissionRequest, limit, units: int) -> None:
-    """Add the reservation; the statement itself refuses to pass the limit (belt and braces)."""
-    cursor = connection.execute(
-        "UPDATE spend_accounts SET "
-        "spend_units = CASE WHEN period_end IS NOT NULL AND period_end <= :now THEN 0 ELSE spend_units END, "
-        "period_end = :window_end, reserved_units = reserved_units + :units "
-        "WHERE user_id = :user AND scope = :scope AND "
-        "(CASE WHEN period_end IS NOT NULL AND period_end <= :now THEN 0 ELSE spend_units END) "
-        "+ reserved_units + :units <= :max",
-        {
-            "now": request.now,
-            "window_end": limit.window_end,
-            "units": units,
-            "user": request.customer_id,
-            "scope": limit.scope,
-            "max": limit.max_units,
-        },
-    )
-    if cursor.rowcount != 1:
-        raise RuntimeError(f"reservation for {request.customer_id!r} would pass its budget")
-    connection.execute(
-        "INSERT INTO reservations (request_id, user_id, scope, units, expires_at) VALUES (?, ?, ?, ?, ?)",
-        (request.request_id, request.customer_id, limit.scope, units, request.expires_at),
-    )
-
-
-def _insert_spend_log(connection: sqlite3.Connection, record: CallRecord, announced: Notify | None) -> None:
-    usage = record.usage
-    connection.execute(
-        "INSERT INTO spend_logs (request_id, customer_id, model_group, provider_model, deployment_id, "
-        "prompt_tokens, completion_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, "
-        "cost_units, priced, estimated, status, error, latency_ms, started_at, created_at, attempts, "
-        "announced, key_hash, max_budget_units, soft_budget_units) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.request_id,
-            record.customer_id,
-            record.model_group,
-            record.provider_model,
-            record.deployment_id,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            usage.cache_creation_tokens,
-            usage.reasoning_tokens,
-            record.cost_units,
-            int(record.priced),
-            int(record.estimated),
-            record.status,
-            record.error,
-            record.latency_ms,
-            iso_timestamp(record.started_at),
-            iso_timestamp(record.ended_at),
-            record.attempts,
-            *_announcement(announced),
-        ),
-    )
-
-
-def _announcement(announced: Notify | None) -> tuple[int, str | None, int | None, int | None]:
-    """The spend-log columns `announced, key_hash, max_budget_units, soft_budget_units`."""
-    if announced is None:
-        return 0, None, None, None
-    return 1, announced.token, announced.max_budget_units, announced.soft_budget_units
+def open_sqlite(database_url: str) -> Store:
+    """A store on the SQLite file of `database_url`; nothing is opened until first use."""
+    db = SQLiteDatabase(sqlite_path(database_url))
+    return Store(engine=db, ledger=SQLLedger(db), admin=SQLAdmin(db), outbox=SQLOutbox(db))

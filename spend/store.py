@@ -1,22 +1,30 @@
-"""The storage protocol every backend implements, the records it stores, and `open_store`.
+"""The storage contract: the records the app stores, the three roles a store plays, and `open_store`.
 
-A backend keeps customers, their spend accounts, budget tiers, reservations, rate-limit events
-and the spend log. A call touches it twice, each time in one short transaction: `admit`
-reserves the call's worst-case cost under the customer's lock (only when a budget or rate limit
-applies), and `record_call` releases the reservation, adds the real cost and writes the
-spend-log row, all or nothing. Money is integer pico-dollars (see `spend.pricing`); the
-decisions themselves are the pure functions of `spend.budgets`.
+A store is three roles over one database, composed by `Store`:
+
+- `Ledger`: a call touches it twice, each time in one short transaction. `admit` reserves the
+  call's worst-case cost under the customer's lock (only when a budget or rate limit applies);
+  `record_call` releases the reservation, adds the real cost, writes the spend-log row and the
+  call's webhook events, all or nothing. It also keeps `Idempotency-Key`s and reads spend logs.
+- `Admin`: customers and budget tiers, for the `/customer/*` and `/budget/*` routes.
+- `Outbox`: webhook events, inserted by `record_call` already rendered (as bytes; the store
+  never looks inside), claimed by one worker's delivery thread at a time, marked, retried.
+
+Each engine (`spend.sqlite`, `spend.postgres`) provides a `Database`; the roles (`spend.ledger`,
+`spend.admin`, `spend.outbox`) are written once against it. Money is integer pico-dollars of any
+size (see `spend.pricing`); the decisions themselves are the pure functions of `spend.budgets`.
+Nothing outside `spend/` imports an engine: `open_store` picks it from the URL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from providers.base import Usage
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, Plan, RateLimits
-from webhooks.events import Notify
 
 
 def iso_timestamp(epoch_seconds: float) -> str:
@@ -151,13 +159,32 @@ class Charge:
 
 
 @dataclass(frozen=True)
+class Event:
+    """A webhook event to insert into the outbox: its body as it will be posted, rendered by
+    `webhooks.events`, and its once-only mark (threshold, window) if it has one."""
+
+    event_id: str
+    event: str
+    customer_id: str | None
+    body: str
+    mark: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Settlement:
-    """How `record_call` settles a call: where its cost goes, what admission left behind."""
+    """How `record_call` settles a call: where its cost goes, what admission left behind, and
+    what it announces.
+
+    `events` go into the outbox with the charge (the call's `spend_tracked`); `on_spend`, given
+    the customer's spend after the charge, returns the budget events it crosses into. Both are
+    rendered by `webhooks.events`; the store only inserts them.
+    """
 
     charges: tuple[Charge, ...] = (Charge(),)
     reserved: bool = False
     rate_tracked: bool = False
-    notify: Notify | None = None  # the webhook events this call may raise, when webhooks are on
+    events: tuple[Event, ...] = ()
+    on_spend: Callable[[int], Sequence[Event]] | None = field(default=None, compare=False)
     idempotency: IdempotencyClaim | None = None  # the key this call holds, finished with it
     response: bytes | None = None  # the answer kept for replays of that key
     content_type: str | None = None
@@ -188,6 +215,8 @@ PLAIN_CALL = Settlement()
 
 @dataclass(frozen=True)
 class OutboxEvent:
+    """An event as the outbox keeps it."""
+
     event_id: str
     event: str
     customer_id: str | None
@@ -197,19 +226,6 @@ class OutboxEvent:
     created_at: float
     next_attempt_at: float
     last_error: str | None = None
-    seq: int | None = None  # set only on a spend_tracked event read from its call's spend-log row: the row's seq
-
-
-@dataclass(frozen=True)
-class StreamClaim:
-    """A run of spend-log rows (`start` < seq <= `end`) leased to one dispatcher (`owner`), and the
-    `spend_tracked` events of those rows that announce one, in order."""
-
-    start: int
-    end: int
-    owner: str
-    events: list[OutboxEvent]
-    more: bool = False  # stopped at its limit or its scan: more rows may be due after `end`
 
 
 class Conflict(Exception):
@@ -224,30 +240,19 @@ class Missing(Exception):
         self.ids = ids
 
 
-class SpendStore(Protocol):
-    """What the app needs from a database. Every method is one short transaction."""
+class StoreUnavailable(Exception):
+    """The database cannot be reached or cannot write; nothing was stored. The message names the
+    database (host and name, or file) and what went wrong, never a password."""
 
-    def migrate(self) -> None:
-        """Apply pending numbered migrations; safe when several processes call it at once."""
 
-    def ping(self) -> bool:
-        """True when the database answers."""
+class Ledger(Protocol):
+    """Calls: admission, settlement, idempotency, and the spend log they write."""
 
-    def close(self) -> None:
-        """Close this process's connections."""
-
-    def start_background(self) -> None:
-        """Start this process's upkeep thread (SQLite: WAL checkpoints off the calls' path), once."""
-
-    def stop_background(self) -> None:
-        """Stop it."""
-
-    # calls
     def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
         """Create the customer if unseen, then reserve or refuse, all under the customer's lock."""
 
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
-        """Release the call's reservation, charge its cost and write its spend-log row, together."""
+        """Release the call's reservation, charge its cost, write its spend-log row and events, together."""
 
     def spend_logs(
         self, customer_id: str | None = None, limit: int = 1000, *, where: SpendLogFilter | None = None, offset: int = 0
@@ -263,50 +268,10 @@ class SpendStore(Protocol):
     def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
         """Free a key this call took but will not use (the call was refused before any upstream)."""
 
-    # webhook outbox
-    def claim_events(
-        self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
-    ) -> list[OutboxEvent]:
-        """Lease pending events due by `due_by` (default `now`), oldest first, so no other worker
-        posts them meanwhile. Finding none takes no write lock."""
 
-    def release_events(self, event_ids: list[str]) -> None:
-        """Give claimed events back without an attempt."""
+class Admin(Protocol):
+    """Customers and budget tiers."""
 
-    def events_delivered(self, event_ids: list[str], now: float) -> None:
-        """Mark a batch of posted events delivered, in one transaction."""
-
-    def event_failed(self, event_id: str, error: str, retry_at: float, now: float) -> str:
-        """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""
-
-    def claim_stream(
-        self, now: float, lease_seconds: float, limit: int, due_by: float | None = None
-    ) -> StreamClaim | None:
-        """Lease a run of spend-log rows and read their `spend_tracked` events: first a run given
-        back part-posted or whose dispatcher's lease ran out; else the rows after the last run
-        claimed, for calls ended by `due_by` (default `now`), at most `limit` events. Several
-        dispatchers post consecutive runs at once. None when nothing is due, and finding that
-        takes no write lock. A run whose rows announce nothing is settled as it is claimed."""
-
-    def stream_settled(
-        self, claim: StreamClaim, settled: int, failed: list[tuple[OutboxEvent, str, float]], now: float
-    ) -> list[OutboxEvent]:
-        """Settle the claim's first `settled` events (all of its rows when all are settled): the
-        `failed` ones among them, (event, error, retry_at), go into the outbox with one attempt;
-        the rest of the run is given back for any dispatcher to take at once; the position moves
-        over the settled runs at its front. Returns the failed events already past their retry
-        window (dead). A dispatcher that lost the lease to another meanwhile changes nothing."""
-
-    def purge_delivered(self, before: float, limit: int) -> int:
-        """Delete up to `limit` events delivered before `before`; returns how many. Pending and
-        dead events are never deleted."""
-
-    def list_events(self, status: str | None, limit: int) -> list[OutboxEvent]: ...
-
-    def requeue_events(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:
-        """Dead (or the named) events become pending again with a fresh retry window."""
-
-    # customers
     def get_customer(self, user_id: str) -> Customer | None:
         """The customer with its own budget, or None."""
 
@@ -325,7 +290,6 @@ class SpendStore(Protocol):
     def set_blocked(self, user_ids: list[str], blocked: bool, now: float) -> list[Customer]:
         """Block (creating unseen ids) or unblock (all must exist)."""
 
-    # budgets
     def get_budget(self, budget_id: str) -> Budget | None: ...
 
     def create_budget(self, budget_id: str, columns: dict, now: float) -> Budget:
@@ -340,10 +304,113 @@ class SpendStore(Protocol):
         """Delete a tier; its customers are unlinked. Missing when absent."""
 
 
-def open_store(database_url: str) -> SpendStore:
-    """The backend for a `DATABASE_URL`; nothing is connected until first use."""
-    from spend.sqlite import SQLiteStore, sqlite_path
+class Outbox(Protocol):
+    """Webhook events between the call that wrote them and their delivery."""
 
-    if database_url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("PostgreSQL support is not available yet; use a SQLite DATABASE_URL")
-    return SQLiteStore(sqlite_path(database_url))
+    def claim(self, now: float, lease_seconds: float, limit: int, due_by: float | None = None) -> list[OutboxEvent]:
+        """Lease up to `limit` pending events due by `due_by` (default `now`), in the order they
+        were written, so no other worker posts them meanwhile. Finding none takes no write lock."""
+
+    def release(self, event_ids: list[str]) -> None:
+        """Give claimed events back without an attempt."""
+
+    def delivered(self, event_ids: list[str], now: float) -> None:
+        """Mark posted events delivered, in one transaction."""
+
+    def failed(self, event_id: str, error: str, retry_at: float) -> str:
+        """Record a failed attempt; returns the new status (`pending`, or `dead` past its retry window)."""
+
+    def purge_delivered(self, before: float, limit: int) -> int:
+        """Delete up to `limit` events delivered before `before`; returns how many. Pending and
+        dead events are never deleted."""
+
+    def list(self, status: str | None, limit: int) -> list[OutboxEvent]:
+        """The newest events, of one status or all."""
+
+    def requeue(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:
+        """Dead (or the named) events become pending again with a fresh retry window."""
+
+
+class Database(Protocol):
+    """What an engine gives the roles: transactions, and the few places its SQL differs.
+
+    The roles' SQL is one text for both engines: `?` and `:name` parameters, `ON CONFLICT`,
+    `RETURNING`, and money only through `units_add(a, b)`, `units_le(a, b)` and the aggregate
+    `units_sum(x)`, which each engine defines exactly (NUMERIC on PostgreSQL; decimal text on
+    SQLite, whose INTEGER stops at $9.2 M in pico-dollars).
+    """
+
+    locks_rows: bool  # True where concurrent writers run at once and rows must be locked (PostgreSQL)
+    skip_locked: str  # appended to the outbox's claim subquery: " FOR UPDATE SKIP LOCKED" or ""
+
+    def write(self, op: Callable[[Cursor], object]) -> object:
+        """Run `op` in one write transaction and return its result; all or nothing."""
+
+    def read(self, op: Callable[[Cursor], object]) -> object:
+        """Run `op` on a connection for reading."""
+
+    def units(self, value: int | None) -> object:
+        """A money parameter as this engine stores it."""
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence | dict = ()) -> Rows: ...
+
+
+class Rows(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> tuple | None: ...
+
+    def fetchall(self) -> list[tuple]: ...
+
+
+class Engine(Protocol):
+    """The database's life: schema, health, connections, upkeep."""
+
+    def migrate(self, report: Callable[[str], None] | None = None) -> list[str]:
+        """Apply pending numbered migrations, telling `report` each step; safe when several
+        processes call it at once. Returns the names of the migrations applied."""
+
+    def pending_migrations(self) -> list[str]:
+        """The migrations not applied yet (all of them on an empty database)."""
+
+    def ping(self) -> bool:
+        """True when the database answers and can write."""
+
+    def describe(self) -> str:
+        """Where the data is, for messages: a file path, or host and database (never a password)."""
+
+    def close(self) -> None:
+        """Close this process's connections."""
+
+    def start_background(self) -> None:
+        """Start this process's upkeep (SQLite: WAL checkpoints off the calls' path), once."""
+
+    def stop_background(self) -> None:
+        """Stop it."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """One database in its three roles."""
+
+    engine: Engine
+    ledger: Ledger
+    admin: Admin
+    outbox: Outbox
+
+
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "postgresql://"))
+
+
+def open_store(database_url: str) -> Store:
+    """The store for a `DATABASE_URL`; nothing is connected until first use."""
+    if is_postgres(database_url):
+        from spend.postgres import open_postgres
+
+        return open_postgres(database_url)
+    from spend.sqlite import open_sqlite
+
+    return open_sqlite(database_url)

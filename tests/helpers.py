@@ -93,12 +93,18 @@ def _text(response) -> str:
     return response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
 
 
+def sql_rows(store, sql: str, params=()) -> list[tuple]:
+    """A raw query on the store's own database, on either engine (`?` parameters); money columns
+    come back as SQLite's text or PostgreSQL's Decimal: compare them with `int()`."""
+    return store.engine.read(lambda tx: tx.execute(sql, params).fetchall())
+
+
 def answer_while_the_writer_turn_is_held(store, look):
     """What `look()` returns while another thread holds the store's writer turn; it must not wait for it."""
     held, release = threading.Event(), threading.Event()
 
     def hold_the_writer_turn():
-        with store._write():
+        with store.engine.transaction():
             held.set()
             release.wait(10)
 

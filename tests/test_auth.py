@@ -46,8 +46,8 @@ def test_master_key_is_accepted_in_each_header(client, header):
 
 def test_refused_call_charges_nothing(client, store):
     client.post("/chat/completions", json=chat_body(model="mock-model", user="intruder"))
-    assert store.get_customer("intruder") is None
-    assert store.spend_logs() == []
+    assert store.admin.get_customer("intruder") is None
+    assert store.ledger.spend_logs() == []
 
 
 @pytest.mark.parametrize("path", ["/health/liveliness", "/health/liveness"])
@@ -66,6 +66,6 @@ def test_readiness_is_open_and_reports_the_database(client):
 def test_readiness_is_503_when_the_database_is_unreachable(make_app, tmp_path):
     app = make_app()
     store = app.extensions["tollgate"].store
-    store.close()
-    store.path = str(tmp_path / "missing-dir" / "db.sqlite")
+    store.engine.close()
+    store.engine.path = str(tmp_path / "missing-dir" / "db.sqlite")
     assert_openai_error(app.test_client().get("/health/readiness"), 503, "service_unavailable")

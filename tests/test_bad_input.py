@@ -20,17 +20,17 @@ def baseline(client, store):
         client.post("/chat/completions", json=chat_body(model="mock-model", user=STEADY), headers=AUTH).status_code
         == 200
     )
-    before = store.get_customer(STEADY).spend_units
+    before = store.admin.get_customer(STEADY).spend_units
     rows = charged_rows(store)
     yield
-    assert store.get_customer(STEADY).spend_units == before
+    assert store.admin.get_customer(STEADY).spend_units == before
     assert charged_rows(store) == rows
     after = client.post("/chat/completions", json=chat_body(model="mock-model", user="after"), headers=AUTH)
     assert after.status_code == 200, "server unhealthy after bad input"
 
 
 def charged_rows(store) -> int:
-    return sum(1 for row in store.spend_logs(STEADY) if row.status == "success")
+    return sum(1 for row in store.ledger.spend_logs(STEADY) if row.status == "success")
 
 
 def post_raw(client, data, **headers):
@@ -81,7 +81,7 @@ def test_body_over_ten_mib_is_413(client, baseline):
 def test_unusable_customer_id_is_400(client, baseline, customer, store):
     response = client.post("/chat/completions", json=chat_body(model="mock-model", user=customer), headers=AUTH)
     assert_openai_error(response, 400, "invalid_request_error", "user")
-    assert store.get_customer(customer) is None
+    assert store.admin.get_customer(customer) is None
 
 
 @pytest.mark.parametrize("customer", ["'; DROP TABLE customers; --", "Robert'); DELETE FROM spend_logs;--", "1 OR 1=1"])
@@ -92,7 +92,7 @@ def test_sql_looking_id_is_stored_verbatim(client, baseline, customer, store):
     )
     info = client.get("/customer/info", query_string={"end_user_id": customer}, headers=AUTH).get_json()
     assert info["user_id"] == customer
-    assert store.get_customer(STEADY) is not None
+    assert store.admin.get_customer(STEADY) is not None
 
 
 @pytest.mark.parametrize("customer", ["客户-42", "müller", "😀 emoji", "עברית"])
@@ -111,7 +111,7 @@ def test_upstream_500_is_502_and_charges_nothing(client, baseline, upstream, sto
     response = client.post("/chat/completions", json=chat_body(user=STEADY), headers=AUTH)
     error = assert_openai_error(response, 502, "upstream_error")
     assert "500" in error["message"]
-    assert store.spend_logs()[0].status == "failure"
+    assert store.ledger.spend_logs()[0].status == "failure"
 
 
 def test_upstream_non_json_is_502(client, baseline, upstream):
@@ -176,7 +176,7 @@ def test_unexpected_failure_is_500_without_details(make_app, monkeypatch, caplog
     def broken(record, settlement=None):
         raise RuntimeError("disk on fire at /work/secret/path")
 
-    monkeypatch.setattr(store, "record_call", broken)
+    monkeypatch.setattr(store.ledger, "record_call", broken)
     response = app.test_client().post("/chat/completions", json=chat_body(model="mock-model"), headers=AUTH)
     error = assert_openai_error(response, 500, "internal_error")
     assert "disk on fire" not in error["message"]

@@ -252,21 +252,10 @@ def test_webhook_numbers_come_from_the_environment(variable, field, default, goo
     ]
 
 
-@pytest.mark.parametrize("bad", ["0", "65", "-1", "4.5", "many"])
-def test_webhook_pipeline_depth_comes_from_the_environment(bad):
-    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
-    assert parse(document).webhook_pipeline_depth == 16
-    assert parse(document, {**ENV, "WEBHOOK_PIPELINE_DEPTH": "1"}).webhook_pipeline_depth == 1
-    assert problems_of(document, {**ENV, "WEBHOOK_PIPELINE_DEPTH": bad}) == [
-        f"environment.WEBHOOK_PIPELINE_DEPTH: must be a whole number from 1 to 64, got {bad!r}"
-    ]
-
-
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("postgresql://localhost/test", "PostgreSQL is not supported"),
-        ("mysql://localhost/db", "use sqlite:///"),
+        ("mysql://localhost/db", "use postgresql://"),
         ("sqlite://relative.db", "use sqlite:///"),
     ],
 )
@@ -274,3 +263,9 @@ def test_unusable_database_url_is_a_config_error(url, problem):
     document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
     [message] = problems_of(document, {**ENV, "DATABASE_URL": url})
     assert message.startswith("DATABASE_URL: ") and problem in message
+
+
+@pytest.mark.parametrize("url", ["postgres://u:p@db.example:5432/app", "postgresql://localhost/test"])
+def test_postgresql_urls_as_a_paas_sets_them_are_accepted(url):
+    document = {"model_list": [{"model_name": "x", "litellm_params": {"model": "mock/x"}}]}
+    assert parse(document, {**ENV, "DATABASE_URL": url}).database_url == url

@@ -144,7 +144,7 @@ def test_delete_is_all_or_nothing_and_keeps_spend_logs(client, post, info, store
         "message": "Successfully deleted customers with ids: ['spender', 'other']",
     }
     assert info("spender").status_code == 404
-    assert len(store.spend_logs("spender")) == 1
+    assert len(store.ledger.spend_logs("spender")) == 1
 
 
 def test_list_is_paginated_ordered_and_searchable(client, post):

@@ -66,8 +66,8 @@ def test_same_idempotency_key_is_charged_once_and_replayed(client, upstream, sto
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.headers["x-litellm-call-id"] == first.headers["x-litellm-call-id"]
     assert len(upstream.calls) == 1
-    assert store.get_customer("careful").spend_units == 60_000_000_000
-    assert len(store.spend_logs("careful")) == 1
+    assert store.admin.get_customer("careful").spend_units == 60_000_000_000
+    assert len(store.ledger.spend_logs("careful")) == 1
 
 
 def test_idempotency_key_is_per_customer(client, upstream, store):
@@ -84,7 +84,7 @@ def test_failed_call_frees_its_idempotency_key(client, upstream, store):
     assert client.post("/chat/completions", json=chat_body(user="r"), headers=headers).status_code == 502
     upstream.replace("POST", f"{UPSTREAM}/chat/completions", json=openai_reply())
     assert client.post("/chat/completions", json=chat_body(user="r"), headers=headers).status_code == 200
-    assert store.get_customer("r").spend_units == 60_000_000_000
+    assert store.admin.get_customer("r").spend_units == 60_000_000_000
 
 
 def test_streamed_call_is_replayed_too(client, store):
@@ -93,13 +93,13 @@ def test_streamed_call_is_replayed_too(client, store):
     first = client.post("/chat/completions", json=body, headers=headers).data  # read to its end: settled
     second = client.post("/chat/completions", json=body, headers=headers).data
     assert first == second and first.endswith(b"data: [DONE]\n\n")
-    assert len(store.spend_logs("streamy")) == 1
+    assert len(store.ledger.spend_logs("streamy")) == 1
 
 
 def test_call_in_flight_with_the_same_key_is_409(client, store):
     from spend.store import IdempotencyClaim
 
-    store.claim_idempotency(IdempotencyClaim("busy", "k1"), "other-request", now=9e12, hold=600)
+    store.ledger.claim_idempotency(IdempotencyClaim("busy", "k1"), "other-request", now=9e12, hold=600)
     response = client.post(
         "/chat/completions", json=chat_body(model="mock-model", user="busy"), headers={**AUTH, "Idempotency-Key": "k1"}
     )

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.helpers import AUTH, PRICED, UPSTREAM, assert_openai_error, chat_body, openai_reply
+from tests.helpers import AUTH, PRICED, UPSTREAM, assert_openai_error, chat_body, openai_reply, sql_rows
 
 
 class Clock:
@@ -82,7 +82,7 @@ def test_over_budget_call_is_refused_before_the_upstream(client, admin, upstream
     assert error["message"] == "ExceededBudget: End User=capped over budget. Spend=0.06, Budget=0.05"
     assert len(upstream.calls) == 1
     assert chat(client, "someone-else").status_code == 200
-    assert store.get_customer("capped").spend_units == 60_000_000_000
+    assert store.admin.get_customer("capped").spend_units == 60_000_000_000
 
 
 def test_budget_status_code_is_configurable(make_app):
@@ -235,9 +235,9 @@ def test_failed_upstream_call_releases_its_reservation(client, admin, upstream, 
     upstream.post(f"{UPSTREAM}/chat/completions", status=500, json={"error": {"message": "down"}})
     for _ in range(3):
         assert chat(client, "unlucky", max_tokens=10).status_code == 502
-    connection = store._connection()
-    assert connection.execute("SELECT reserved_units FROM spend_accounts WHERE user_id = 'unlucky'").fetchone() == (0,)
-    assert connection.execute("SELECT COUNT(*) FROM reservations").fetchone() == (0,)
+    [(reserved,)] = sql_rows(store, "SELECT reserved_units FROM spend_accounts WHERE user_id = 'unlucky'")
+    assert int(reserved) == 0
+    assert sql_rows(store, "SELECT COUNT(*) FROM reservations") == [(0,)]
 
 
 def test_reservation_of_a_call_that_never_settled_expires(make_app, upstream):
@@ -251,7 +251,7 @@ def test_reservation_of_a_call_that_never_settled_expires(make_app, upstream):
     from spend.store import AdmissionRequest
 
     # A worker killed mid-call leaves its reservation behind: all of the budget.
-    store.admit(
+    store.ledger.admit(
         AdmissionRequest(
             "dead-call",
             "orphaned",

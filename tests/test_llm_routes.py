@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.helpers import AUTH, CUSTOMER_KEYS, PRICED, UPSTREAM, UPSTREAM_KEY, chat_body, openai_reply
+from tests.helpers import AUTH, CUSTOMER_KEYS, PRICED, UPSTREAM, UPSTREAM_KEY, chat_body, openai_reply, sql_rows
 
 
 def test_chat_relays_body_with_provider_model_and_returns_upstream_reply(client, upstream):
@@ -58,8 +58,8 @@ def test_spend_increments_exactly_on_every_call(client, upstream, store):
     per_call = 7 * Decimal("0.001") + 3 * Decimal("0.002")
     info = client.get("/customer/info?end_user_id=exact", headers=AUTH).get_json()
     assert Decimal(repr(info["spend"])) == 30 * per_call
-    assert store.get_customer("exact").spend_units == int(30 * per_call * 10**12)
-    assert len(store.spend_logs("exact")) == 30
+    assert store.admin.get_customer("exact").spend_units == int(30 * per_call * 10**12)
+    assert len(store.ledger.spend_logs("exact")) == 30
 
 
 def test_customer_info_has_every_key_in_seed_order(client, upstream):
@@ -141,7 +141,7 @@ def test_unpriced_model_is_served_and_charged_nothing(make_app, upstream, caplog
     assert response.status_code == 200
     assert response.headers["x-litellm-response-cost"] == "0"
     assert client.get("/customer/info?end_user_id=free", headers=AUTH).get_json()["spend"] == 0
-    assert app.extensions["tollgate"].store.spend_logs("free")[0].cost_units == 0
+    assert app.extensions["tollgate"].store.ledger.spend_logs("free")[0].cost_units == 0
 
 
 def test_unpriced_model_is_refused_when_configured(make_app):
@@ -159,7 +159,7 @@ def test_call_without_customer_is_served_and_logged_for_nobody(client, upstream,
     response = client.post("/chat/completions", json=chat_body(user=None), headers=AUTH)
 
     assert response.status_code == 200
-    [row] = store.spend_logs()
+    [row] = store.ledger.spend_logs()
     assert row.customer_id is None and row.cost_units == 60_000_000_000
 
 
@@ -341,8 +341,7 @@ def test_reasoning_tokens_are_billed_once_as_completion_tokens(client, upstream,
     )
     response = client.post("/chat/completions", json=chat_body(user="thinker"), headers=AUTH)
     assert Decimal(response.headers["x-litellm-response-cost"]) == 100 * Decimal("0.001") + 1500 * Decimal("0.002")
-    row = store._connection().execute("SELECT reasoning_tokens FROM spend_logs").fetchone()
-    assert row == (1200,)
+    assert sql_rows(store, "SELECT reasoning_tokens FROM spend_logs") == [(1200,)]
 
 
 def test_overhead_header_excludes_the_upstream_wait(make_app):

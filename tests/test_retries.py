@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import AUTH, PRICED, assert_openai_error, chat_body
+from tests.helpers import AUTH, PRICED, assert_openai_error, chat_body, sql_rows
 
 
 @pytest.fixture
@@ -44,13 +44,12 @@ def test_a_failing_deployment_is_covered_by_its_siblings(group):
         client.post("/chat/completions", json=chat_body(user="covered"), headers=AUTH).status_code for _ in range(100)
     ]
     assert statuses == [200] * 100
-    rows = store.spend_logs("covered", limit=1000)
+    rows = store.ledger.spend_logs("covered", limit=1000)
     assert len(rows) == 100 and {row.status for row in rows} == {"success"}
-    assert store.get_customer("covered").spend_units == 100 * 60_000_000_000
+    assert store.admin.get_customer("covered").spend_units == 100 * 60_000_000_000
     assert good_a.calls + good_b.calls == 100
     assert 1 <= bad.calls < 100  # tried, then cooled down after repeated failures
-    connection = store._connection()
-    retried = connection.execute("SELECT COUNT(*) FROM spend_logs WHERE attempts = 2").fetchone()[0]
+    [(retried,)] = sql_rows(store, "SELECT COUNT(*) FROM spend_logs WHERE attempts = 2")
     assert retried == bad.calls
 
 
@@ -64,9 +63,9 @@ def test_retries_stop_at_num_retries(group):
     client, upstreams, store = group([500, 500, 500], num_retries=1)
     assert_openai_error(client.post("/chat/completions", json=chat_body(user="unlucky"), headers=AUTH), 502)
     assert sum(u.calls for u in upstreams) == 2
-    [row] = store.spend_logs("unlucky")
+    [row] = store.ledger.spend_logs("unlucky")
     assert (row.status, row.cost_units) == ("failure", 0)
-    assert store._connection().execute("SELECT attempts FROM spend_logs").fetchone() == (2,)
+    assert sql_rows(store, "SELECT attempts FROM spend_logs") == [(2,)]
 
 
 def test_client_errors_are_not_retried(group):

@@ -20,9 +20,9 @@ from spend.store import CallRecord, open_store
 @pytest.fixture(params=["sqlite-file"])
 def store(request, tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
-    store.migrate()
+    store.engine.migrate()
     yield store
-    store.close()
+    store.engine.close()
 
 
 def call(customer="c1", cost=1_000, status="success", request_id=None, **usage) -> CallRecord:
@@ -42,44 +42,44 @@ def call(customer="c1", cost=1_000, status="success", request_id=None, **usage) 
 
 
 def test_first_call_creates_the_customer_with_its_cost(store):
-    store.record_call(call("new", cost=123))
-    customer = store.get_customer("new")
+    store.ledger.record_call(call("new", cost=123))
+    customer = store.admin.get_customer("new")
     assert (customer.user_id, customer.spend_units, customer.blocked, customer.budget) == ("new", 123, False, None)
 
 
 def test_calls_add_up_exactly(store):
     for cost in (1, 10**12, 7, 60_000_000_000):
-        store.record_call(call("sum", cost=cost))
-    assert store.get_customer("sum").spend_units == 1 + 10**12 + 7 + 60_000_000_000
+        store.ledger.record_call(call("sum", cost=cost))
+    assert store.admin.get_customer("sum").spend_units == 1 + 10**12 + 7 + 60_000_000_000
 
 
 def test_every_call_writes_one_spend_log_row_with_its_tokens(store):
-    store.record_call(call("logged", cost=5, prompt_tokens=11, completion_tokens=3))
-    [row] = store.spend_logs("logged")
+    store.ledger.record_call(call("logged", cost=5, prompt_tokens=11, completion_tokens=3))
+    [row] = store.ledger.spend_logs("logged")
     assert (row.prompt_tokens, row.completion_tokens, row.cost_units, row.status) == (11, 3, 5, "success")
 
 
 def test_failed_call_is_logged_but_creates_and_charges_no_one(store):
-    store.record_call(call("failed", cost=0, status="failure"))
-    assert store.get_customer("failed") is None
-    assert [row.status for row in store.spend_logs("failed")] == ["failure"]
+    store.ledger.record_call(call("failed", cost=0, status="failure"))
+    assert store.admin.get_customer("failed") is None
+    assert [row.status for row in store.ledger.spend_logs("failed")] == ["failure"]
 
 
 def test_call_without_customer_is_logged_only(store):
-    store.record_call(call(None, cost=9))
-    assert [row.customer_id for row in store.spend_logs()] == [None]
+    store.ledger.record_call(call(None, cost=9))
+    assert [row.customer_id for row in store.ledger.spend_logs()] == [None]
 
 
 def test_charge_and_log_row_are_all_or_nothing(store):
-    store.record_call(call("atomic", cost=100, request_id="same-id"))
+    store.ledger.record_call(call("atomic", cost=100, request_id="same-id"))
     with pytest.raises(sqlite3.IntegrityError):
-        store.record_call(call("atomic", cost=100, request_id="same-id"))
-    assert store.get_customer("atomic").spend_units == 100
+        store.ledger.record_call(call("atomic", cost=100, request_id="same-id"))
+    assert store.admin.get_customer("atomic").spend_units == 100
 
 
 def test_migrate_is_idempotent(store):
-    store.migrate()
-    store.migrate()
+    store.engine.migrate()
+    store.engine.migrate()
     versions = [m.version for m in migrations.load("sqlite")]
     assert versions == sorted(set(versions)) and versions[0] == 1
 
@@ -109,7 +109,7 @@ def _charge_in_child(path: str, threads: int, calls: int) -> None:
 
     def work():
         for _ in range(calls):
-            store.record_call(call("contended", cost=3))
+            store.ledger.record_call(call("contended", cost=3))
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for worker in workers:
@@ -129,8 +129,8 @@ def test_no_lost_update_across_processes_and_threads(tmp_path):
         child.join(120)
     assert [child.exitcode for child in children] == [0] * 4
     store = SQLiteStore(path)
-    assert store.get_customer("contended").spend_units == 4 * 4 * 50 * 3
-    assert len(store.spend_logs("contended", limit=10_000)) == 800
+    assert store.admin.get_customer("contended").spend_units == 4 * 4 * 50 * 3
+    assert len(store.ledger.spend_logs("contended", limit=10_000)) == 800
 
 
 def test_store_used_after_fork_opens_its_own_connection(tmp_path):
@@ -160,14 +160,14 @@ def test_postgres_url_is_refused_until_supported():
 
 
 def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(store):
-    store.record_call(call("grouped", cost=1, request_id="taken"))
+    store.ledger.record_call(call("grouped", cost=1, request_id="taken"))
     barrier = threading.Barrier(16)
     errors = []
 
     def write(n: int) -> None:
         barrier.wait()
         try:
-            store.record_call(call("grouped", cost=10, request_id="taken" if n % 4 == 0 else f"r{n}"))
+            store.ledger.record_call(call("grouped", cost=10, request_id="taken" if n % 4 == 0 else f"r{n}"))
         except sqlite3.IntegrityError:
             errors.append(n)
 
@@ -177,8 +177,8 @@ def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(store)
     for thread in threads:
         thread.join()
     assert sorted(errors) == [0, 4, 8, 12]
-    assert store.get_customer("grouped").spend_units == 1 + 12 * 10
-    assert len(store.spend_logs("grouped")) == 13
+    assert store.admin.get_customer("grouped").spend_units == 1 + 12 * 10
+    assert len(store.ledger.spend_logs("grouped")) == 13
 
 
 def accounts(store, customer: str) -> list[tuple[int, int]]:
@@ -193,10 +193,10 @@ def test_customer_deleted_while_its_call_ran_is_created_again_and_charged(store)
 
     record = call("gone", cost=40)
     limit = Limit("", 1_000)
-    store.admit(AdmissionRequest(record.request_id, "gone", (limit,), Estimate(100, 0, 1), now=record.started_at,
+    store.ledger.admit(AdmissionRequest(record.request_id, "gone", (limit,), Estimate(100, 0, 1), now=record.started_at,
                                  expires_at=record.started_at + 600))  # fmt: skip
-    store.delete_customers(["gone"])
-    store.record_call(record, Settlement(reserved=True))
+    store.admin.delete_customers(["gone"])
+    store.ledger.record_call(record, Settlement(reserved=True))
     assert accounts(store, "gone") == [(40, 0)]
     assert store._connection().execute("SELECT COUNT(*) FROM reservations").fetchone() == (0,)
 
@@ -207,12 +207,12 @@ def test_settlement_gives_back_the_reservation_and_charges_the_cost(store):
 
     first, second = call("held", cost=30), call("held", cost=50)
     for record in (first, second):
-        store.admit(AdmissionRequest(record.request_id, "held", (Limit("", 10_000),), Estimate(1_000, 0, 1),
+        store.ledger.admit(AdmissionRequest(record.request_id, "held", (Limit("", 10_000),), Estimate(1_000, 0, 1),
                                      now=record.started_at, expires_at=record.started_at + 600))  # fmt: skip
     assert accounts(store, "held") == [(0, 2_000)]
-    store.record_call(first, Settlement(reserved=True))
+    store.ledger.record_call(first, Settlement(reserved=True))
     assert accounts(store, "held") == [(30, 1_000)]
-    store.record_call(second, Settlement(reserved=True))
+    store.ledger.record_call(second, Settlement(reserved=True))
     assert accounts(store, "held") == [(80, 0)]
 
 
@@ -228,38 +228,38 @@ def rows_in_database_file(path) -> int:
 def test_the_wal_is_checkpointed_by_the_background_thread_not_by_calls(tmp_path):
     path = tmp_path / "spend.db"
     store = open_store(f"sqlite:///{path}")
-    store.migrate()
+    store.engine.migrate()
     for _ in range(200):
-        store.record_call(call("busy"))
+        store.ledger.record_call(call("busy"))
     assert rows_in_database_file(path) == 0  # no commit of a call paid for a checkpoint
-    store.start_background()
+    store.engine.start_background()
     try:
         deadline = time.monotonic() + 10
         while rows_in_database_file(path) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert rows_in_database_file(path) == 200
     finally:
-        store.stop_background()
-        store.close()
+        store.engine.stop_background()
+        store.engine.close()
 
 
 def test_a_write_waits_for_another_processs_write_transaction_to_end(tmp_path):
     path = tmp_path / "spend.db"
     store = open_store(f"sqlite:///{path}")
-    store.migrate()
+    store.engine.migrate()
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another worker would
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO customers (user_id, created_at, updated_at) VALUES ('first', 'now', 'now')")
     release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
     release.start()
     try:
-        store.record_call(call("second", cost=7))  # waits for the lock instead of failing
+        store.ledger.record_call(call("second", cost=7))  # waits for the lock instead of failing
     finally:
         release.join()
         other.close()
-    assert store.get_customer("second").spend_units == 7
-    assert store.get_customer("first") is not None
-    store.close()
+    assert store.admin.get_customer("second").spend_units == 7
+    assert store.admin.get_customer("first") is not None
+    store.engine.close()
 
 
 def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_path):
@@ -268,13 +268,13 @@ def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_pa
 
     path = tmp_path / "spend.db"
     store = open_store(f"sqlite:///{path}")
-    store.migrate()
+    store.engine.migrate()
     other = os.open(f"{path}-lock", os.O_RDWR)  # a second open file: as another worker's turn
     fcntl.flock(other, fcntl.LOCK_EX)
     written = threading.Event()
 
     def write():
-        store.record_call(call("waits", cost=5))
+        store.ledger.record_call(call("waits", cost=5))
         written.set()
 
     writer = threading.Thread(target=write)
@@ -286,8 +286,8 @@ def test_a_write_waits_its_turn_while_another_process_holds_the_lock_file(tmp_pa
         os.close(other)
     writer.join(10)
     assert written.is_set()
-    assert store.get_customer("waits").spend_units == 5
-    store.close()
+    assert store.admin.get_customer("waits").spend_units == 5
+    store.engine.close()
 
 
 def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_file(tmp_path, monkeypatch):
@@ -307,7 +307,7 @@ def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_
 
     monkeypatch.setattr(spend.sqlite.fcntl, "flock", recording_flock)
     store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
-    store.migrate()
+    store.engine.migrate()
     a_inside, a_go, b_inside, b_go = (threading.Event() for _ in range(4))
 
     def write(name, inside=None, go=None):
@@ -340,9 +340,9 @@ def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_
     b_go.set()
     for thread in (a, b, c):
         thread.join(10)
-    assert [store.get_customer(name) is not None for name in "abc"] == [True, True, True]
+    assert [store.admin.get_customer(name) is not None for name in "abc"] == [True, True, True]
     assert sorted(takers) == ["a", "b"]
-    store.close()
+    store.engine.close()
 
 
 def test_a_write_that_could_not_take_the_lock_file_fails_and_is_not_run_later(tmp_path, monkeypatch):
@@ -351,7 +351,7 @@ def test_a_write_that_could_not_take_the_lock_file_fails_and_is_not_run_later(tm
     import spend.sqlite
 
     store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
-    store.migrate()
+    store.engine.migrate()
     flock, failures = fcntl.flock, [OSError("lock file unavailable")]
 
     def failing_once(fd, operation):
@@ -361,11 +361,11 @@ def test_a_write_that_could_not_take_the_lock_file_fails_and_is_not_run_later(tm
 
     monkeypatch.setattr(spend.sqlite.fcntl, "flock", failing_once)
     with pytest.raises(OSError):
-        store.record_call(call("refused", cost=5))
-    store.record_call(call("next", cost=7))
-    assert store.get_customer("refused") is None  # reported failed, so never charged
-    assert store.get_customer("next").spend_units == 7
-    store.close()
+        store.ledger.record_call(call("refused", cost=5))
+    store.ledger.record_call(call("next", cost=7))
+    assert store.admin.get_customer("refused") is None  # reported failed, so never charged
+    assert store.admin.get_customer("next").spend_units == 7
+    store.engine.close()
 
 
 def test_closing_a_store_releases_its_lock_file_descriptor(tmp_path):
@@ -375,7 +375,7 @@ def test_closing_a_store_releases_its_lock_file_descriptor(tmp_path):
     before = open_descriptors()
     for number in range(20):
         store = open_store(f"sqlite:///{tmp_path / f'spend-{number}.db'}")
-        store.migrate()
-        store.record_call(call())
-        store.close()
+        store.engine.migrate()
+        store.ledger.record_call(call())
+        store.engine.close()
     assert open_descriptors() == before

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import AUTH, PRICED, chat_body
+from tests.helpers import AUTH, PRICED, chat_body, sql_rows
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_stream_is_relayed_and_charged_from_the_upstream_usage(upstream_app):
         "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
         == "word0 word1 word2 word3 word4 "
     )
-    [row] = store.spend_logs("streamer")
+    [row] = store.ledger.spend_logs("streamer")
     assert (row.prompt_tokens, row.completion_tokens, row.estimated) == (20, 20, False)
     assert row.cost_units == 60_000_000_000
 
@@ -72,7 +72,7 @@ def test_streamed_and_plain_calls_with_the_same_usage_cost_the_same(upstream_app
     client, _, store = upstream_app()
     plain = client.post("/chat/completions", json=chat_body(user="plain"), headers=AUTH)
     client.post("/chat/completions", json=chat_body(user="streamed", stream=True), headers=AUTH).get_data()
-    assert store.get_customer("plain").spend_units == store.get_customer("streamed").spend_units
+    assert store.admin.get_customer("plain").spend_units == store.admin.get_customer("streamed").spend_units
     assert Decimal(plain.headers["x-litellm-response-cost"]) == Decimal("0.06")
 
 
@@ -88,7 +88,7 @@ def test_first_chunk_reaches_the_client_while_the_upstream_holds_the_rest(upstre
     rest = b"".join(chunks)
     assert rest.endswith(b"data: [DONE]\n\n")
     response.close()
-    assert store.spend_logs("early")[0].estimated is False
+    assert store.ledger.spend_logs("early")[0].estimated is False
 
 
 def test_client_that_leaves_after_two_chunks_is_charged_an_estimate(upstream_app):
@@ -99,7 +99,7 @@ def test_client_that_leaves_after_two_chunks_is_charged_an_estimate(upstream_app
     chunks = iter(response.response)
     next(chunks), next(chunks)
     response.close()
-    [row] = store.spend_logs("leaver")
+    [row] = store.ledger.spend_logs("leaver")
     assert row.estimated is True and row.status == "success"
     assert row.prompt_tokens > 0 and row.cost_units > 0
     again = client.post("/chat/completions", json=chat_body(user="after-leaver"), headers=AUTH)
@@ -111,7 +111,7 @@ def test_upstream_that_cuts_the_stream_is_charged_an_estimate(upstream_app):
     response = client.post("/chat/completions", json=chat_body(stream=True, user="cut"), headers=AUTH)
     events = events_of(response.data)
     assert "error" in events[-1]
-    [row] = store.spend_logs("cut")
+    [row] = store.ledger.spend_logs("cut")
     assert row.estimated is True and row.completion_tokens >= 1
 
 
@@ -121,7 +121,7 @@ def test_stream_error_before_the_first_byte_is_an_ordinary_error(upstream_app):
     client, _, store = upstream_app(status=500)
     response = client.post("/chat/completions", json=chat_body(stream=True, user="never"), headers=AUTH)
     assert_openai_error(response, 502, "upstream_error")
-    assert store.get_customer("never") is None
+    assert store.admin.get_customer("never") is None
 
 
 def test_mock_provider_streams_too(client, store):
@@ -130,7 +130,7 @@ def test_mock_provider_streams_too(client, store):
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e.get("choices"))
     assert text.startswith("This is a mock response")
     usage = events[-2]["usage"]
-    row = store.spend_logs("mocked")[0]
+    row = store.ledger.spend_logs("mocked")[0]
     assert (row.prompt_tokens, row.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
 
 
@@ -141,10 +141,8 @@ def test_budget_reservation_is_settled_when_a_stream_ends(upstream_app):
         "/chat/completions", json=chat_body(stream=True, user="budgeted", max_tokens=50), headers=AUTH
     )
     assert response.data.endswith(b"data: [DONE]\n\n")
-    connection = store._connection()
-    assert connection.execute(
-        "SELECT reserved_units, spend_units FROM spend_accounts WHERE user_id = 'budgeted'"
-    ).fetchone() == (0, 60_000_000_000)
+    [row] = sql_rows(store, "SELECT reserved_units, spend_units FROM spend_accounts WHERE user_id = 'budgeted'")
+    assert tuple(map(int, row)) == (0, 60_000_000_000)
 
 
 ANTHROPIC_EVENTS = [
@@ -203,7 +201,7 @@ def test_anthropic_stream_is_translated_and_charged_from_its_usage(make_app, ups
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e.get("choices"))
     assert text == "Hello"
     assert events[-2]["usage"]["prompt_tokens"] == 1100 and events[-2]["usage"]["completion_tokens"] == 42
-    [row] = store.spend_logs("claude-streamer")
+    [row] = store.ledger.spend_logs("claude-streamer")
     expected = genai_prices.calc_price(
         genai_prices.Usage(input_tokens=1100, cache_read_tokens=1000, output_tokens=42),
         "claude-3-5-sonnet-20241022",

@@ -36,19 +36,19 @@ def counts(timeout: float, wanted: dict[str, int]) -> dict[str, int]:
 
 def test_the_delivery_and_checkpoint_threads_are_named_for_the_os(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
-    store.migrate()
+    store.engine.migrate()
     with WebhookSink() as sink:
         dispatcher = Dispatcher(store, sink.url)
         before = {DELIVERY: os_thread_names().count(DELIVERY), CHECKPOINT: os_thread_names().count(CHECKPOINT)}
         dispatcher.start()
-        store.start_background()
+        store.engine.start_background()
         try:
             running = {name: count + 1 for name, count in before.items()}
             assert counts(5.0, running) == running
         finally:
             dispatcher.stop()
-            store.stop_background()
-            store.close()
+            store.engine.stop_background()
+            store.engine.close()
     assert counts(5.0, before) == before
     # The process and the threads that serve calls keep their own name.
     assert Path(f"/proc/{os.getpid()}/comm").read_text().strip() not in (DELIVERY, CHECKPOINT)

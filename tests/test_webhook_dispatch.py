@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
 from spend.sqlite_outbox import NEXT_DUE, add_events
+
 from spend.store import open_store
 from tests.helpers import answer_while_the_writer_turn_is_held
 from tests.webhook_sink import PipelineReceiver, WebhookSink
@@ -27,9 +27,9 @@ from webhooks.events import Notify, spend_tracked
 @pytest.fixture
 def store(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
-    store.migrate()
+    store.engine.migrate()
     yield store
-    store.close()
+    store.engine.close()
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_a_quiet_worker_delivers_at_once(store, sinks):
     assert quiet.deliver_due() == 5
     assert received(quiet_sink) == ids
     assert quiet.deliver_due() == 0
-    assert store.list_events("pending", 10) == []
+    assert store.outbox.list("pending", 10) == []
 
 
 def test_a_quiet_worker_looks_again_soon_while_events_flow_and_rarely_when_they_stop(store, sinks, monkeypatch):
@@ -146,31 +146,31 @@ def test_a_quiet_worker_looks_again_soon_while_events_flow_and_rarely_when_they_
 
 def test_finding_nothing_due_takes_no_write_lock(store):
     write_events(store, 3, time.time() + 3600)  # due in an hour
-    assert answer_while_the_writer_turn_is_held(store, lambda: store.claim_events(time.time(), 45.0, 100)) == []
+    assert answer_while_the_writer_turn_is_held(store, lambda: store.outbox.claim(time.time(), 45.0, 100)) == []
 
 
 def test_a_claim_leases_the_oldest_due_events_once(store):
     now = time.time()
     first = write_events(store, 3, now - 2)
     second = write_events(store, 3, now - 1)
-    claimed = store.claim_events(now, 45.0, 4)
+    claimed = store.outbox.claim(now, 45.0, 4)
     assert [event.created_at for event in claimed] == sorted(event.created_at for event in claimed)
     assert {event.event_id for event in claimed[:3]} == first and claimed[3].event_id in second
-    rest = store.claim_events(now, 45.0, 10)
+    rest = store.outbox.claim(now, 45.0, 10)
     assert {event.event_id for event in rest} == second - {claimed[3].event_id}
-    assert store.claim_events(now, 45.0, 10) == []  # all leased
-    store.release_events([event.event_id for event in rest])
-    assert {event.event_id for event in store.claim_events(now, 45.0, 10)} == {event.event_id for event in rest}
+    assert store.outbox.claim(now, 45.0, 10) == []  # all leased
+    store.outbox.release([event.event_id for event in rest])
+    assert {event.event_id for event in store.outbox.claim(now, 45.0, 10)} == {event.event_id for event in rest}
 
 
 def test_a_claim_takes_events_in_the_order_they_fall_due(store):
     now = time.time()
     [retried] = write_events(store, 1, now - 10)
-    [claimed] = store.claim_events(now, 45.0, 1)
+    [claimed] = store.outbox.claim(now, 45.0, 1)
     store.event_failed(retried, "HTTP 500", now - 1, now - 5)  # its retry fell due after the next two
     fresh = write_events(store, 2, now - 3)
     assert claimed.event_id == retried
-    assert [event.event_id for event in store.claim_events(now, 45.0, 10)] == [*sorted(fresh), retried]
+    assert [event.event_id for event in store.outbox.claim(now, 45.0, 10)] == [*sorted(fresh), retried]
 
 
 def test_a_claim_reads_the_due_index_instead_of_sorting_the_backlog(store):
@@ -184,16 +184,16 @@ def test_delivered_events_past_their_retention_are_deleted_and_no_others(store, 
     day = 86_400.0
     now = time.time()
     old_delivered = write_events(store, 3, now - 9 * day)
-    store.events_delivered(list(old_delivered), now - 8 * day)
+    store.outbox.delivered(list(old_delivered), now - 8 * day)
     recent_delivered = write_events(store, 2, now - 9 * day)
-    store.events_delivered(list(recent_delivered), now - 6 * day)  # delivered late, within the retention
+    store.outbox.delivered(list(recent_delivered), now - 6 * day)  # delivered late, within the retention
     old_dead = write_events(store, 1, now - 30 * day)
     [dead] = old_dead
     assert store.event_failed(dead, "HTTP 500", now - 29 * day, now - 29 * day) == "dead"
     old_pending = write_events(store, 2, now - 20 * day)
     dispatcher = Dispatcher(store, sink.url, retention_seconds=7 * day)
     assert dispatcher.purge() == 3
-    kept = {event.event_id: event.status for event in store.list_events(None, 100)}
+    kept = {event.event_id: event.status for event in store.outbox.list(None, 100)}
     assert kept == {
         **{event_id: "delivered" for event_id in recent_delivered},
         dead: "dead",
@@ -207,16 +207,16 @@ def test_the_delivery_thread_purges_in_batches_as_it_starts(store, sinks, monkey
     monkeypatch.setattr(dispatch, "PURGE_BATCH", 4)
     now = time.time()
     delivered = write_events(store, 10, now - 100)
-    store.events_delivered(list(delivered), now - 50)
+    store.outbox.delivered(list(delivered), now - 50)
     dispatcher = Dispatcher(store, sink.url, retention_seconds=10)
     dispatcher.start()
     try:
         deadline = time.monotonic() + 10
-        while store.list_events("delivered", 100) and time.monotonic() < deadline:
+        while store.outbox.list("delivered", 100) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         dispatcher.stop()
-    assert store.list_events(None, 100) == []
+    assert store.outbox.list(None, 100) == []
 
 
 def test_events_are_posted_pipelined_on_one_kept_open_connection(store):
@@ -228,7 +228,7 @@ def test_events_are_posted_pipelined_on_one_kept_open_connection(store):
         assert receiver.connections == 1
         assert max(receiver.per_read) > 1  # several posts arrived before the first was answered
         assert dispatcher.depth == 16
-    assert store.list_events("pending", 100) == []
+    assert store.outbox.list("pending", 100) == []
 
 
 def test_one_at_a_time_sends_each_post_after_the_last_answer(store):
@@ -245,7 +245,7 @@ def test_a_failed_post_in_a_window_is_retried_and_the_others_are_delivered(store
         dispatcher = Dispatcher(store, receiver.url, depth=16)
         assert dispatcher.deliver_due() == 9
         failed = {body["event_id"] for body in map(json.loads, (b for b, status in receiver.answered if status == 500))}
-        [pending] = store.list_events("pending", 100)
+        [pending] = store.outbox.list("pending", 100)
         assert {pending.event_id} == failed and pending.attempts == 1 and pending.last_error == "HTTP 500"
         assert {event["event_id"] for event in receiver.accepted} == ids - failed
 
@@ -261,7 +261,7 @@ def test_posts_left_unanswered_when_the_receiver_closes_go_again_on_a_new_connec
         assert delivered == 20
         assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)  # each once
         assert receiver.connections > 1 and dispatcher.depth == depth_after
-    assert store.list_events("pending", 100) == []
+    assert store.outbox.list("pending", 100) == []
 
 
 def test_a_receiver_that_drops_pipelined_posts_gets_them_one_at_a_time(store, monkeypatch, caplog):
@@ -273,7 +273,7 @@ def test_a_receiver_that_drops_pipelined_posts_gets_them_one_at_a_time(store, mo
         assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)
         assert dispatcher.depth == 1
     assert "posting one at a time from now on" in caplog.text
-    assert store.list_events("pending", 100) == [] and store.list_events("dead", 100) == []
+    assert store.outbox.list("pending", 100) == [] and store.outbox.list("dead", 100) == []
 
 
 def test_a_slow_receiver_gets_what_the_claims_lease_cannot_cover_from_a_later_claim(store, monkeypatch):
@@ -283,9 +283,9 @@ def test_a_slow_receiver_gets_what_the_claims_lease_cannot_cover_from_a_later_cl
         dispatcher = Dispatcher(store, receiver.url, depth=2)
         first = dispatcher.deliver_due()
         assert 2 <= first <= 8  # windows of 2 at ~0.2 s each, none started past 0.75 s with the slowest
-        left = store.claim_events(time.time(), 1.0, 100)  # given back, not left leased
+        left = store.outbox.claim(time.time(), 1.0, 100)  # given back, not left leased
         assert len(left) == 20 - first
-        store.release_events([event.event_id for event in left])
+        store.outbox.release([event.event_id for event in left])
         while dispatcher.deliver_due():
             pass
         assert sorted(event["event_id"] for event in receiver.accepted) == sorted(ids)  # each once

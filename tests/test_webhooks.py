@@ -212,7 +212,7 @@ def test_without_webhook_url_spend_is_tracked_and_no_event_written(make_app, cap
     client = app.test_client()
     chat(client, user="quiet")
     assert client.get("/customer/info?end_user_id=quiet", headers=AUTH).get_json()["spend"] > 0
-    assert app.extensions["tollgate"].store.list_events(None, 10) == []
+    assert app.extensions["tollgate"].store.outbox.list(None, 10) == []
 
 
 @pytest.mark.parametrize("query", ["?status=lost", "?limit=0"])

@@ -1,45 +1,33 @@
 """Delivers webhook events: one background thread per worker process.
 
-Events come from two places (`spend.sqlite_outbox`): calls' `spend_tracked` events from the
-spend log, in runs of rows each claimed with a lease, and the outbox (budget events, and events
-whose first post failed), claimed with a lease on each; a round posts both, merged in the order
-they fall due. So each event is posted by one worker at a time, and workers post at once.
-The thread POSTs each as JSON with Standard Webhooks signature headers when `WEBHOOK_SECRET` is
-set, and records the outcome. The posts of a claim go out pipelined, up to `depth` (WEBHOOK_PIPELINE_DEPTH,
-default 16) on one kept-open connection before their answers are read in order: one write and a
-few reads for many events instead of a round trip each. A receiver that closes the connection
-early gets the unanswered posts again on a new one; a receiver that stops answering pipelined
-posts (a timeout after some answers) or answers HTTP/1.0 gets them one at a time from then on.
-Outcomes: any 2xx is delivered; anything else is retried with exponential backoff and
-jitter (1 s, 2 s, 4 s … capped at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min) until the event's
-24-hour retry window has passed, then it is marked dead and stays listed for the operator.
-Delivered outbox events are kept for `WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then
-deleted (each worker looks every PURGE_SECONDS); pending and dead events are never deleted.
-Delivery is at least once; receivers de-duplicate on `event_id` (also the `webhook-id` header).
-Events go out in the order they fall due (a new event at once, a failed one at its retry time);
-after a failed post the rest of the round waits (posts already in flight with it keep their
-answers), so a customer's events stay in order unless a failed event is overtaken by the ones
-in flight with it or by newer ones while it waits for its retry.
-The request path never waits for any of this: it only marks its spend-log row (or writes an
-outbox row, for a budget event) and wakes the thread. A `spend_tracked` event whose post fails
-moves to the outbox when its run is settled, and is retried from there.
+Events are rows of the outbox (`spend.store.Outbox`), written in the transaction of the charge
+they describe. The thread claims due events with a lease (on PostgreSQL skipping rows another
+box is claiming at that moment), so each event is posted by one worker at a time while every
+worker of every box delivers. It POSTs each as JSON on a kept-open connection, with Standard
+Webhooks signature headers when `WEBHOOK_SECRET` is set, and records the outcome. Any 2xx is
+delivered; anything else is retried with exponential backoff and jitter (1 s, 2 s, 4 s … capped
+at `WEBHOOK_RETRY_MAX_SECONDS`, default 30 min) until the event's 24-hour retry window has
+passed, then it is marked dead and stays listed for the operator. Delivered events are kept for
+`WEBHOOK_RETENTION_DAYS` (default 7) after delivery, then deleted (each worker looks every
+PURGE_SECONDS); pending and dead events are never deleted. Delivery is at least once; receivers
+de-duplicate on `event_id` (also the `webhook-id` header). Events go out in the order they were
+written; after a failed post the rest of the round waits, so a customer's events stay in order
+unless a failed event is overtaken by newer ones while it waits for its retry.
+
+The request path never waits for any of this: it only inserts rows and wakes the thread.
 
 Delivery keeps out of the calls' way. A worker that is serving calls (a request started or a
 call was charged in the last SERVING_SECONDS) leaves new events to a worker that is not, for
 HANDOFF_SECONDS, and takes only the ones nobody took by then. A quiet worker delivers at once
 what is due, and while events keep coming it looks again every FLOW_SECONDS, so they go out in
-small steady claims rather than one burst per poll (a burst holds the writer's turn and the
-cores long enough to show in the calls' p99). So under uneven load the posting, its CPU and its
-share of the interpreter lock go to an idle worker instead of slowing the calls of a busy one,
-and when every worker is busy events still go out, about HANDOFF_SECONDS late. A dispatcher
-that finds nothing due takes no write lock.
+small steady claims rather than one burst per poll. A dispatcher that finds nothing due takes no
+write lock.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
 import logging
 import os
@@ -48,8 +36,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from providers.http import Answers, TransportError, Upstreams
-from spend.store import OutboxEvent, SpendStore, StreamClaim
+from providers.http import TransportError, Upstreams
+from spend.store import OutboxEvent, Store
 from thread_names import DELIVERY, name_this_thread
 
 log = logging.getLogger("tollgate.webhooks")
@@ -58,14 +46,12 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 LEASE_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + 10.0  # longer than one post can take
 BATCH = 100
-PIPELINE_DEPTH = 16  # events in flight on one connection (WEBHOOK_PIPELINE_DEPTH)
-WINDOW_BYTES = 32_768  # at most this much body in flight, well inside both sides' socket buffers
 COALESCE_SECONDS = 0.05
 FLOW_SECONDS = 0.1  # how soon a quiet worker that just delivered events looks for more
 SERVING_SECONDS = 0.5  # a worker that took a request this recently is serving calls
 HANDOFF_SECONDS = 2.0  # how long a serving worker leaves new events to the others
 PURGE_SECONDS = 600.0  # how often each worker deletes delivered events past their retention
-PURGE_BATCH = 1000  # events deleted per transaction, so the writer's turn stays short
+PURGE_BATCH = 1000  # events deleted per transaction, so write transactions stay short
 
 
 def signature_headers(secret: str, event_id: str, timestamp: int, body: str) -> dict:
@@ -81,27 +67,11 @@ def backoff(attempts: int, ceiling: float, rng: random.Random) -> float:
     return min(2.0 ** max(attempts - 1, 0), ceiling) * (0.5 + rng.random())
 
 
-def _merged(stream: list[OutboxEvent], outbox: list[OutboxEvent]) -> list[OutboxEvent]:
-    """Both in the order they fall due, each keeping its own order (the spend log's is its rows'
-    order, which settling a run needs); at the same moment a call's spend_tracked event goes before
-    the budget events it raised."""
-    return list(heapq.merge(stream, outbox, key=lambda event: event.next_attempt_at))
-
-
-def _window(events: list[OutboxEvent]) -> list[OutboxEvent]:
-    """The first events, the first always, while their bodies stay within WINDOW_BYTES."""
-    size = 0
-    for count, event in enumerate(events):
-        size += len(event.body)
-        if size > WINDOW_BYTES and count:
-            return events[:count]
-    return events
-
 
 class Dispatcher:
     def __init__(
         self,
-        store: SpendStore,
+        store: Store,
         url: str,
         secret: str | None = None,
         *,
@@ -109,15 +79,11 @@ class Dispatcher:
         poll_seconds: float = 1.0,
         max_backoff: float = 1800.0,
         retention_seconds: float = 7 * 86_400.0,
-        depth: int = PIPELINE_DEPTH,
     ):
-        self.store, self.url, self.secret = store, url, secret
+        self.outbox, self.url, self.secret = store.outbox, url, secret
         self.clock, self.poll_seconds, self.max_backoff = clock, poll_seconds, max_backoff
         self.retention_seconds = retention_seconds
-        self.depth = depth  # events posted pipelined on one connection; 1 after a receiver failed at it
         self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
-        self._more = False  # the last round's run stopped at its limit: look again at once
-        self._stream_failed: list[tuple[OutboxEvent, str, float]] = []  # this round's, for stream_settled
         self._rng = random.Random()
         self._wake = threading.Event()
         self._last_request = -SERVING_SECONDS  # time.monotonic() of this process's last request
@@ -179,7 +145,7 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
                 delivered = 0
-            if delivered >= BATCH or self._more:
+            if delivered >= BATCH:
                 continue
             self._wake.clear()
             if serving:
@@ -200,99 +166,43 @@ class Dispatcher:
         """Delete the delivered events older than the retention, a batch per transaction."""
         before, deleted = self.clock() - self.retention_seconds, 0
         while not self._stop.is_set():
-            count = self.store.purge_delivered(before, PURGE_BATCH)
+            count = self.outbox.purge_delivered(before, PURGE_BATCH)
             deleted += count
             if count < PURGE_BATCH:
                 break
         return deleted
 
     def deliver_due(self, left_for_others: float = 0.0) -> int:
-        """Post the events due now (at most a batch from the outbox and a batch from the spend
-        log), skipping those due for less than `left_for_others` seconds; returns how many were
-        delivered. The two are posted merged in the order they fall due, a call's spend_tracked
-        event before the budget events it raised.
+        """Post the events due now (at most a batch), skipping those due for less than
+        `left_for_others` seconds; returns how many were delivered.
 
-        The claim's lease covers its posting: no new window starts once the time taken so far
-        and the slowest window would pass 3/4 of LEASE_SECONDS, so a slow receiver gets the rest
-        from a later claim rather than from two workers at once. (A single window that outlasts
-        the lease, 16 posts at more than ~2.8 s each, can still be posted twice.)
+        The claim's lease covers its posting: no new post starts once the time taken so far and
+        the slowest post would pass 3/4 of LEASE_SECONDS, so a slow receiver gets the rest from a
+        later claim rather than from two workers at once.
         """
         now = self.clock()
-        events = self.store.claim_events(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
-        stream = self.store.claim_stream(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
-        if stream is not None and stream.events:
-            events = _merged(stream.events, events)
-        self._stream_failed = []
-        delivered: list[OutboxEvent] = []
+        events = self.outbox.claim(now, LEASE_SECONDS, BATCH, due_by=now - left_for_others)
+        delivered: list[str] = []
         done, started, slowest = 0, time.monotonic(), 0.0  # events[:done] are answered or failed
         while done < len(events) and not self._stop.is_set():
             if time.monotonic() - started + slowest > LEASE_SECONDS * 0.75:
-                break  # a slow receiver: the rest go back before their lease ends and another worker takes them too
-            began = time.monotonic()
-            window = _window(events[done : done + self.depth])
-            settled, go_on = self._settle(window, self._post_window(window), delivered)
+                break  # a slow receiver: the rest go back before their lease ends
+            event, began = events[done], time.monotonic()
+            error = self.send(event.event_id, event.body)
             slowest = max(slowest, time.monotonic() - began)
-            done += settled
-            if not go_on:
+            done += 1
+            if error is not None:
+                self._failed(event, error)
                 break
+            delivered.append(event.event_id)
         # Give the rest back untried rather than wait out a timeout for each while the endpoint
-        # is failing (or we are stopping); they stay behind the failed one this round.
-        rest = [event.event_id for event in events[done:] if event.seq is None]
+        # is failing (or we are stopping); they stay behind the failed one.
+        rest = [event.event_id for event in events[done:]]
         if rest:
-            self.store.release_events(rest)
-        # Look again at once only when all went (a failed post waits for the next round).
-        self._more = stream is not None and stream.more and done == len(events)
-        if stream is not None and stream.events:
-            self._stream_done(stream, sum(event.seq is not None for event in events[:done]))
-        outbox = [event.event_id for event in delivered if event.seq is None]
-        if outbox:
-            self.store.events_delivered(outbox, self.clock())
+            self.outbox.release(rest)
+        if delivered:
+            self.outbox.delivered(delivered, self.clock())
         return len(delivered)
-
-    def _stream_done(self, stream: StreamClaim, settled: int) -> None:
-        """Settle the run's first `settled` events; the failed ones go to the outbox."""
-        failed, self._stream_failed = self._stream_failed, []
-        for event in self.store.stream_settled(stream, settled, failed, self.clock()):
-            log.warning("webhook event %s (%s) is dead after 1 attempt", event.event_id, event.event)
-
-    def _settle(self, window: list[OutboxEvent], answers: Answers, delivered: list[OutboxEvent]) -> tuple[int, bool]:
-        """Record a window's answers: how many of its events are settled, and whether to go on.
-
-        A 2xx is delivered (added to `delivered`); any other answer, or no answer to the first
-        post, is a failed post, which ends the round. Posts left unanswered after some answers go
-        again in the next window, on a new connection; one at a time from then on when the
-        receiver stopped answering pipelined posts or answers HTTP/1.0.
-        """
-        failed = False
-        for event, status in zip(window, answers.statuses, strict=False):
-            if 200 <= status < 300:
-                delivered.append(event)
-            else:
-                self._failed(event, f"HTTP {status}")
-                failed = True
-        answered = len(answers.statuses)
-        if failed or answered == len(window):
-            return answered, not failed
-        if answered == 0:
-            self._failed(window[0], answers.error or "no answer")
-            return 1, False
-        if self.depth > 1 and (answers.timed_out or answers.one_per_connection):
-            log.warning(
-                "webhook receiver answered %d of %d pipelined posts, then %s; posting one at a time from now on",
-                answered,
-                len(window),
-                answers.error if answers.timed_out else "closed the connection (HTTP/1.0)",
-            )
-            self.depth = 1
-        return answered, True
-
-    def _post_window(self, window: list[OutboxEvent]) -> Answers:
-        """POST the events pipelined on one connection (one at a time when the depth is 1)."""
-        requests = [(event.body.encode(), self._headers(event.event_id, event.body)) for event in window]
-        try:
-            return self._http.post_pipelined(self.url, requests, READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
-        except ValueError as exc:  # a header that could split the request: no receiver will take it
-            return Answers([], str(exc))
 
     def _headers(self, event_id: str, body: str) -> dict:
         headers = {"Content-Type": "application/json", "User-Agent": "Tollgate-Webhooks/1"}
@@ -301,7 +211,7 @@ class Dispatcher:
         return headers
 
     def send(self, event_id: str, body: str) -> str | None:
-        """POST one event body now (the test event); None on a 2xx, else what went wrong."""
+        """POST one event body now; None on a 2xx, else what went wrong."""
         try:
             response = self._http.post(
                 self.url, body.encode(), self._headers(event_id, body), READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT
@@ -314,10 +224,7 @@ class Dispatcher:
         """Record a failed post: retried after a backoff, or dead once its retry window has passed."""
         now = self.clock()
         retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
-        if event.seq is not None:  # from the spend log: into the outbox when its run is settled
-            self._stream_failed.append((event, error, retry_at))
-            return
-        if self.store.event_failed(event.event_id, error, retry_at, now) == "dead":
+        if self.outbox.failed(event.event_id, error, retry_at) == "dead":
             log.warning(
                 "webhook event %s (%s) is dead after %d attempts: %s",
                 event.event_id,

@@ -17,12 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from json.encoder import encode_basestring
 
 from plain_json import plain_float
 from spend.pricing import usd, usd_text
+from spend.store import Event
 
 PROJECTION_MIN_ELAPSED = Decimal("0.1")
 
@@ -41,21 +44,23 @@ class Notify:
     window_end: float | None = None
 
 
-@dataclass(frozen=True)
-class Event:
-    """One outbox row: the JSON body as it will be posted, and its once-only mark if it has one."""
-
-    event_id: str
-    event: str
-    customer_id: str | None
-    body: str
-    mark: tuple[str, str] | None = None  # (threshold, window) for budget events
+def announcements(
+    notify: Notify, customer_id: str, cost_units: int, request_id: str, now: float
+) -> tuple[tuple[Event, ...], Callable[[int], Sequence[Event]] | None]:
+    """What a charged, priced call announces: its `spend_tracked` event, rendered now, and the
+    function that renders the budget events of the customer's spend after the charge (which the
+    store knows only inside the charge's transaction)."""
+    events = ()
+    if notify.spend_tracked:
+        events = (spend_tracked(notify, customer_id, cost_units, now, call_event_id(request_id, now)),)
+    on_spend = None
+    if notify.budget_alerts and (notify.max_budget_units is not None or notify.soft_budget_units is not None):
+        on_spend = partial(_budget_events, notify, customer_id, now=now)
+    return events, on_spend
 
 
 def spend_tracked(notify: Notify, customer_id: str, cost_units: int, now: float, event_id: str | None = None) -> Event:
-    """A call's `spend_tracked` event. It needs only the call's own cost and what `notify` says,
-    which the call's spend-log row keeps, so the store renders it from that row when it is
-    delivered (`call_event_id` gives the same id each time)."""
+    """A call's `spend_tracked` event: the call's own cost, and the budget `notify` measures it against."""
     message = f"Customer spend tracked. Customer={customer_id}, spend={usd_text(cost_units)}"
     return _event("spend_tracked", customer_id, cost_units, notify, message, now, event_id=event_id)
 
@@ -64,10 +69,10 @@ def budget_events(notify: Notify, customer_id: str, spend: int, now: float) -> l
     """The budget events the customer's spend after the call crosses into (before the once-only marks)."""
     if not notify.budget_alerts or (notify.max_budget_units is None and notify.soft_budget_units is None):
         return []
-    return _budget_events(notify, customer_id, spend, now)
+    return _budget_events(notify, customer_id, spend, now=now)
 
 
-def _budget_events(notify: Notify, customer_id: str, spend: int, now: float) -> list[Event]:
+def _budget_events(notify: Notify, customer_id: str, spend: int, *, now: float) -> list[Event]:
     window = iso(notify.window_end) if notify.window_end else "lifetime"
     shown = f"Customer={customer_id}, spend={usd_text(spend)}"
     events = []

@@ -1,0 +1,208 @@
+"""The PostgreSQL engine: one database shared by every worker of every box.
+
+- psycopg 3 with a `psycopg_pool.ConnectionPool` per process, opened on first use, so after
+  gunicorn forks (a pool inherited through fork is left alone, never used or closed). Its size
+  is the worker's thread count, capped by `DATABASE_POOL_SIZE` (default 10): a transaction holds
+  a connection for about a millisecond, so ten serve hundreds of waiting calls, and
+  instances x workers x pool size stays under the server's `max_connections`.
+- Connections run in autocommit; a write is one explicit transaction (READ COMMITTED). Where
+  boxes write at once, the ledger locks the customer's row (`SELECT … FOR UPDATE`) for its
+  admissions and reserved settlements, the reservation is a conditional UPDATE, rate-limit
+  windows are rows in the database, and the outbox's claim skips rows another box is claiming
+  (`FOR UPDATE SKIP LOCKED`).
+- A connection is checked before it is handed out, so a database that restarted costs no call;
+  while the database cannot be reached, every use raises `StoreUnavailable` within
+  POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back.
+- Migrations run under an advisory lock: boxes starting at once apply each exactly once.
+- The roles' SQL is written with `?` and `:name` parameters; `_sql` turns them into psycopg's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from spend import migrations
+from spend.admin import SQLAdmin
+from spend.ledger import SQLLedger
+from spend.outbox import SQLOutbox
+from spend.store import Store, StoreUnavailable, iso_timestamp
+
+POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection before it is answered 503
+PING_TIMEOUT_SECONDS = 2.0
+CONNECT_TIMEOUT_SECONDS = 5
+DEFAULT_POOL_SIZE = 10
+MIGRATION_LOCK = 7_346_519_021  # pg_advisory_xact_lock key: "Tollgate migrations"
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@lru_cache(maxsize=2048)
+def _sql(statement: str) -> str:
+    """`?` and `:name` parameters as psycopg's `%s` and `%(name)s` (a literal `%` doubled)."""
+    return _NAMED.sub(r"%(\1)s", statement.replace("%", "%%")).replace("?", "%s")
+
+
+class _Cursor:
+    """A connection that speaks the roles' parameter style."""
+
+    def __init__(self, connection: psycopg.Connection):
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence | dict = ()) -> psycopg.Cursor:
+        if not params:
+            return self.connection.execute(sql)
+        return self.connection.execute(_sql(sql), params)
+
+
+def pool_size(environ: dict | None = None) -> int:
+    """Connections per worker: its threads (GUNICORN_THREADS), at most DATABASE_POOL_SIZE."""
+    environ = os.environ if environ is None else environ
+    threads = int(environ.get("GUNICORN_THREADS", "512"))
+    return max(1, min(threads, int(environ.get("DATABASE_POOL_SIZE", str(DEFAULT_POOL_SIZE)))))
+
+
+class PostgresDatabase:
+    """The `Database` the roles work on, and the `Engine` of its store."""
+
+    locks_rows = True
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, size: int):
+        self.url, self.size = url, size
+        self._pool: tuple[int, ConnectionPool] | None = None
+        self._lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _here(self) -> ConnectionPool:
+        """This process's pool, opened on its first use here."""
+        held = self._pool
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        with self._lock:
+            if self._pool is None or self._pool[0] != os.getpid():
+                pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.size,
+                    timeout=POOL_TIMEOUT_SECONDS,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+                    check=ConnectionPool.check_connection,
+                    name=f"tollgate-{os.getpid()}",
+                    open=True,
+                )
+                self._pool = (os.getpid(), pool)
+            return self._pool[1]
+
+    def write(self, op: Callable[[_Cursor], Any]) -> Any:
+        try:
+            with self._here().connection() as connection, connection.transaction():
+                return op(_Cursor(connection))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    def read(self, op: Callable[[_Cursor], Any]) -> Any:
+        try:
+            with self._here().connection() as connection:
+                return op(_Cursor(connection))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    @staticmethod
+    def units(value: int | None) -> int | None:
+        return value
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        reason = "no connection could be made in time" if isinstance(exc, PoolTimeout) else _first_line(exc)
+        return StoreUnavailable(f"{self.describe()}: {reason}")
+
+    def describe(self) -> str:
+        try:
+            parts = conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "PostgreSQL database (unparsable DATABASE_URL)"
+        host = parts.get("host") or "localhost"
+        return f"PostgreSQL database '{parts.get('dbname', '')}' on {host}:{parts.get('port') or 5432}"
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._pool = self._pool, None
+        if held is not None and held[0] == os.getpid():
+            held[1].close()
+
+    def start_background(self) -> None:
+        """Nothing to keep up: PostgreSQL checkpoints and vacuums by itself."""
+
+    def stop_background(self) -> None:
+        pass
+
+    def ping(self) -> bool:
+        try:
+            with self._here().connection(timeout=PING_TIMEOUT_SECONDS) as connection:
+                return connection.execute("SELECT 1").fetchone() == (1,)
+        except (psycopg.Error, PoolTimeout):
+            return False
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _direct(self) -> psycopg.Connection:
+        """A connection of its own, outside the pool (the schema's, before any worker runs)."""
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def pending_migrations(self) -> list[str]:
+        with self._direct() as connection:
+            return migrations.pending(_Cursor(connection), migrations.load("postgres"))
+
+    def migrate(self, report: Callable[[str], None] | None = None) -> list[str]:
+        progress = migrations.Progress(report)
+        with self._direct() as connection:
+            # Every box may start at once: the first to take the lock migrates, the others then find nothing to do.
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                connection.execute(migrations.TABLE)
+                cursor = _Cursor(connection)
+                todo = migrations.pending_ones(cursor, migrations.load("postgres"))
+                with _ticking(progress):
+                    for migration in todo:
+                        progress.run(migration, cursor, iso_timestamp(time.time()))
+        return [migration.label for migration in todo]
+
+
+class _ticking:
+    """Calls `progress.tick()` every second while a migration runs (PostgreSQL has no callback)."""
+
+    def __init__(self, progress: migrations.Progress):
+        self.progress, self.done = progress, threading.Event()
+
+    def __enter__(self):
+        def tick():
+            while not self.done.wait(1.0):
+                self.progress.tick()
+
+        threading.Thread(target=tick, daemon=True).start()
+
+    def __exit__(self, *exc):
+        self.done.set()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def open_postgres(database_url: str, environ: dict | None = None) -> Store:
+    """A store on the PostgreSQL database of `database_url`; nothing is connected until first use."""
+    db = PostgresDatabase(database_url, pool_size(environ))
+    return Store(engine=db, ledger=SQLLedger(db), admin=SQLAdmin(db), outbox=SQLOutbox(db))
