@@ -256,7 +256,7 @@ def test_webhook_numbers_come_from_the_environment(variable, field, default, goo
     ("url", "problem"),
     [
         ("mysql://localhost/db", "use postgresql://"),
-        ("sqlite://relative.db", "use sqlite:///"),
+        ("sqlite://relative.db", "sqlite:///relative.db"),
     ],
 )
 def test_unusable_database_url_is_a_config_error(url, problem):
