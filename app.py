@@ -23,6 +23,7 @@ from plain_json import PlainJSONProvider
 from providers.http import Upstreams
 from providers.router import Router
 from routes import budgets, customers, health, llm, spend_logs, webhooks
+from spend import migrations
 from spend.pricing import pricer_for
 from spend.store import Store, open_store
 from webhooks.dispatcher import Dispatcher
@@ -41,7 +42,7 @@ def create_app(
     configure_logging()
     config = config or load_config()
     store = store or open_store(config.database_url)
-    store.engine.migrate(report=log.info)
+    prepare_database(store, config.migrations, report=log.info)
     # Nothing opened here may be used after gunicorn forks: workers open their own connections.
     store.engine.close()
 
@@ -73,6 +74,29 @@ def create_app(
         app.register_blueprint(blueprint)
     report_startup(gateway)
     return app
+
+
+class MigrationsPending(Exception):
+    """The database needs migrations that belong to the release phase (TOLLGATE_MIGRATIONS=release)."""
+
+
+def prepare_database(store: Store, policy: str, report: Callable[[str], None]) -> None:
+    """Make the schema current before serving: a new, empty database is created in any case; an
+    existing one is migrated step by step (reported with progress) unless `policy` is "release",
+    where pending migrations stop the start with a message saying how to apply them."""
+    pending = store.engine.pending_migrations()
+    if not pending:
+        return
+    if policy == "release" and not migrations.is_fresh(pending):
+        raise MigrationsPending(
+            f"{store.engine.describe()} needs {len(pending)} migration(s) ({', '.join(pending)}); "
+            "TOLLGATE_MIGRATIONS=release: run `python cli.py migrate` (the Procfile's release: line) first"
+        )
+    if migrations.is_fresh(pending):
+        store.engine.migrate()
+        report(f"created the schema of a new {store.engine.describe()} ({pending[-1]})")
+    else:
+        store.engine.migrate(report=report)
 
 
 def _dispatcher(config: Config, store: Store, clock: Callable[[], float] | None) -> Dispatcher | None:

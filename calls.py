@@ -182,7 +182,9 @@ def settle(call: Call, usage: Usage, *, estimated=False, error=None, response=No
     notify = call.admitted.notify
     announcing = notify is not None and record.customer_id is not None and record.priced
     if announcing:
-        events, on_spend = announcements(notify, record.customer_id, record.cost_units, record.request_id, record.ended_at)
+        events, on_spend = announcements(
+            notify, record.customer_id, record.cost_units, record.request_id, record.ended_at
+        )
         settlement = replace(settlement, events=events, on_spend=on_spend)
     gw.store.ledger.record_call(record, settlement)
     if announcing:

@@ -1,6 +1,8 @@
 """Operator commands, run from the repository root with the server's environment:
 
 python cli.py check-config [PATH]             validate a config without serving
+python cli.py migrate                         apply pending schema migrations (the Procfile's release: line)
+python cli.py copy-sqlite PATH                copy a SQLite database into the PostgreSQL of DATABASE_URL
 python cli.py webhooks list [--status dead]   the webhook outbox, newest first
 python cli.py webhooks requeue --dead         deliver every dead event again
 python cli.py webhooks requeue EVENT_ID ...   deliver these events again
@@ -13,9 +15,10 @@ import sys
 import time
 
 from config import ConfigError, load_config
-from spend.pricing import pricer_for
 from spend.outbox import RETRY_WINDOW_SECONDS
-from spend.store import open_store
+from spend.pricing import pricer_for
+from spend.store import StoreUnavailable, is_postgres, open_store
+from spend.transfer import NotEmpty, copy_sqlite_to_postgres
 from webhooks.events import iso
 
 
@@ -35,6 +38,41 @@ def check_config(path: str | None) -> int:
     return 0
 
 
+def migrate(config_path: str | None) -> int:
+    """Bring the database of DATABASE_URL to the current schema, printing each step."""
+    try:
+        config = load_config(config_path)
+        store = open_store(config.database_url)
+        try:
+            applied = store.engine.migrate(report=print)
+            print(f"{store.engine.describe()}: schema current ({len(applied)} migration(s) applied now)")
+        finally:
+            store.engine.close()
+    except (ConfigError, StoreUnavailable) as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def copy_sqlite(source: str, config_path: str | None) -> int:
+    """Copy the SQLite database at `source` into the (new, empty) PostgreSQL database of DATABASE_URL."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not is_postgres(config.database_url):
+        print("tollgate: set DATABASE_URL to the PostgreSQL database to copy into", file=sys.stderr)
+        return 2
+    try:
+        counts = copy_sqlite_to_postgres(source, config.database_url, report=print)
+    except (StoreUnavailable, NotEmpty) as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
+    print(f"copied {sum(counts.values()):,} rows from {source}")
+    return 0
+
+
 def webhooks(args) -> int:
     """List or re-queue outbox events, straight from the database the server uses."""
     try:
@@ -42,21 +80,27 @@ def webhooks(args) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    store = open_store(config.database_url)
-    store.engine.migrate()
-    if args.action == "list":
-        for event in store.outbox.list(args.status, args.limit):
-            print(
-                f"{event.event_id}  {event.status:9}  {event.event:24}  attempts={event.attempts}  "
-                f"customer={event.customer_id}  created={iso(event.created_at)}  error={event.last_error}"
-            )
-        return 0
-    if not args.dead and not args.event_ids:
+    if args.action == "requeue" and not args.dead and not args.event_ids:
         print("name event ids, or --dead for every dead event", file=sys.stderr)
         return 2
-    count = store.outbox.requeue(None if args.dead else args.event_ids, time.time(), RETRY_WINDOW_SECONDS)
-    print(f"requeued {count} event(s); running workers deliver them within seconds")
-    return 0
+    store = open_store(config.database_url)
+    try:
+        store.engine.migrate()
+        if args.action == "list":
+            for event in store.outbox.list(args.status, args.limit):
+                print(
+                    f"{event.event_id}  {event.status:9}  {event.event:24}  attempts={event.attempts}  "
+                    f"customer={event.customer_id}  created={iso(event.created_at)}  error={event.last_error}"
+                )
+            return 0
+        count = store.outbox.requeue(None if args.dead else args.event_ids, time.time(), RETRY_WINDOW_SECONDS)
+        print(f"requeued {count} event(s); running workers deliver them within seconds")
+        return 0
+    except StoreUnavailable as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate config.yaml and exit")
     check.add_argument("path", nargs="?", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
+    migrating = commands.add_parser("migrate", help="apply pending schema migrations")
+    migrating.add_argument("--config", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
+    copying = commands.add_parser("copy-sqlite", help="copy a SQLite database into DATABASE_URL's PostgreSQL")
+    copying.add_argument("source", help="the SQLite file, e.g. tollgate.db")
+    copying.add_argument("--config", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
     hooks = commands.add_parser("webhooks", help="list or re-queue webhook events")
     hooks.add_argument("action", choices=["list", "requeue"])
     hooks.add_argument("event_ids", nargs="*", help="events to re-queue")
@@ -74,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
+    if args.command == "migrate":
+        return migrate(args.config)
+    if args.command == "copy-sqlite":
+        return copy_sqlite(args.source, args.config)
     return webhooks(args)
 
 

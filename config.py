@@ -141,6 +141,8 @@ class Config:
     deployments: tuple[Deployment, ...]
     master_key: str
     database_url: str = DEFAULT_DATABASE_URL
+    # TOLLGATE_MIGRATIONS: "start" (a web process migrates) or "release" (only `cli.py migrate` does)
+    migrations: str = "start"
     settings: Settings = field(default_factory=Settings)
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -212,6 +214,9 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
             "DATABASE_URL: use postgresql://user:password@host:5432/database, sqlite:///relative.db, "
             "sqlite:////absolute/path.db or a file path"
         )
+    migrations = reader.env.get("TOLLGATE_MIGRATIONS", "start").strip().lower() or "start"
+    if migrations not in ("start", "release"):
+        reader.error(f"environment.TOLLGATE_MIGRATIONS: must be start or release, got {migrations!r}")
     if settings.alerting and "webhook" in settings.alerting and not reader.env.get("WEBHOOK_URL"):
         reader.warn("general_settings.alerting: 'webhook' is on but WEBHOOK_URL is not set; no webhooks will be sent")
 
@@ -227,6 +232,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         deployments=tuple(deployments),
         master_key=master_key,
         database_url=database_url,
+        migrations=migrations,
         settings=settings,
         webhook_url=reader.env.get("WEBHOOK_URL") or None,
         webhook_secret=secret,

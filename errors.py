@@ -12,7 +12,9 @@ Every error a client sees has the OpenAI envelope:
     ├── (409 idempotency_conflict, raised as a plain ProxyError by routes/llm.py)
     ├── BudgetExceeded        422  budget_exceeded (status from budget_exceeded_status_code)
     ├── RateLimited           429  rate_limit_error, with retry-after
-    └── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
+    ├── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
+    └── storage unavailable   spend.store.StoreUnavailable: 503 service_unavailable, with retry-after
+                              (the database cannot be reached or written: no call is served uncharged)
 
 Werkzeug's HTTP exceptions (unknown route, wrong method, body too large) are mapped here too,
 and anything unexpected becomes a 500 whose details go to the log with the request id, never
@@ -27,6 +29,7 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from providers.base import UpstreamError
+from spend.store import StoreUnavailable
 
 log = logging.getLogger("tollgate")
 
@@ -109,6 +112,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UpstreamError)
     def _upstream_error(exc: UpstreamError):
         return error_response(exc.client_status, exc.message, exc.type, None)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable):
+        log.error("store unavailable request_id=%s: %s", g.get("request_id", "-"), exc)
+        message = "The spend store is unavailable, so no call can be charged or served; retry shortly"
+        response = error_response(503, message, "service_unavailable")
+        response.headers["retry-after"] = "1"
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):

@@ -10,9 +10,11 @@ the arbiter every second whatever its threads are doing, so `timeout` never kill
 gevent would hold more connections per worker, but it would stall every call in a worker
 whenever SQLite waits for its write lock.
 
-The app is preloaded: config errors stop the master before any worker starts, and workers share
-the loaded code and pricing data copy-on-write. No database connection is open at fork time:
-`create_app` migrates and closes, and each worker thread opens its own connection.
+The app is preloaded: config errors, a database that cannot be reached and migrations left to
+the release phase stop the master with one line before it binds the port or starts a worker;
+pending migrations are applied (each step printed, with progress on long ones) before it binds.
+Workers share the loaded code and pricing data copy-on-write. No database connection is open at
+fork time: connections (SQLite's per thread, PostgreSQL's pool per worker) open after it.
 
 Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
 (threads per worker, default 512).
@@ -21,12 +23,24 @@ Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN
 import os
 import sys
 
+from app import MigrationsPending, prepare_database
 from config import ConfigError, load_config
+from spend.store import StoreUnavailable, open_store
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"tollgate: {line}\n")
+
 
 try:
-    load_config()
-except ConfigError as exc:
-    sys.stderr.write(f"tollgate: {exc}\n")
+    _config = load_config()
+    _store = open_store(_config.database_url)
+    try:
+        prepare_database(_store, _config.migrations, report=_say)
+    finally:
+        _store.engine.close()
+except (ConfigError, StoreUnavailable, MigrationsPending) as exc:
+    _say(str(exc))
     sys.exit(1)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"

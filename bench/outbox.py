@@ -27,9 +27,10 @@ import time
 import uuid
 from pathlib import Path
 
+from spend.sqlite_outbox import add_events
+
 from bench import common
 from providers.base import Usage
-from spend.sqlite_outbox import add_events
 from spend.store import CallRecord, Settlement, open_store
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, spend_tracked

@@ -18,7 +18,7 @@ from providers.base import Usage
 from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
 from spend.pricing import Pricer, usd_text
-from spend.store import PLAIN_CALL, AdmissionRequest, Admin, Budget, Charge, Customer, Ledger, Settlement
+from spend.store import PLAIN_CALL, Admin, AdmissionRequest, Budget, Charge, Customer, Ledger, Settlement
 from webhooks.events import Notify
 
 DEFAULT_OUTPUT_LIMIT = 16384

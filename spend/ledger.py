@@ -128,7 +128,8 @@ class SQLLedger:
     def _unreserve(self, tx: Cursor, user_id: str, rows: list[tuple[str, int]]) -> None:
         for scope, units in rows:
             tx.execute(
-                "UPDATE spend_accounts SET reserved_units = units_add(reserved_units, ?) WHERE user_id = ? AND scope = ?",
+                "UPDATE spend_accounts SET reserved_units = units_add(reserved_units, ?) "
+                "WHERE user_id = ? AND scope = ?",
                 (self.db.units(-units), user_id, scope),
             )
 
@@ -309,7 +310,9 @@ class SQLLedger:
 
     def count_spend_logs(self, where: SpendLogFilter) -> int:
         clause, params = _log_filter(where)
-        return int(self.db.read(lambda tx: tx.execute(f"SELECT COUNT(*) FROM spend_logs{clause}", params).fetchone()[0]))
+        return int(
+            self.db.read(lambda tx: tx.execute(f"SELECT COUNT(*) FROM spend_logs{clause}", params).fetchone()[0])
+        )
 
 
 def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:

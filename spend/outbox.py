@@ -55,7 +55,9 @@ class SQLOutbox:
     def claim(self, now: float, lease_seconds: float, limit: int, due_by: float | None = None) -> list[OutboxEvent]:
         due = {"due": now if due_by is None else due_by, "now": now}
         # Look before writing: a dispatcher with nothing to do stays out of the calls' way.
-        found = self.db.read(lambda tx: tx.execute(f"SELECT 1 FROM webhook_events WHERE {_DUE} LIMIT 1", due).fetchone())
+        found = self.db.read(
+            lambda tx: tx.execute(f"SELECT 1 FROM webhook_events WHERE {_DUE} LIMIT 1", due).fetchone()
+        )
         if found is None:
             return []
         # The first due events in the order they were written, read off the (status, next_attempt_at)
@@ -105,9 +107,11 @@ class SQLOutbox:
         if self.db.read(lambda tx: tx.execute(f"{old} LIMIT 1", {"before": before}).fetchone()) is None:
             return 0
         return self.db.write(
-            lambda tx: tx.execute(
-                f"DELETE FROM webhook_events WHERE seq IN ({old} LIMIT :limit)", {"before": before, "limit": limit}
-            ).rowcount
+            lambda tx: (
+                tx.execute(
+                    f"DELETE FROM webhook_events WHERE seq IN ({old} LIMIT :limit)", {"before": before, "limit": limit}
+                ).rowcount
+            )
         )
 
     def list(self, status: str | None, limit: int) -> list[OutboxEvent]:

@@ -162,11 +162,20 @@ class PostgresDatabase:
             raise self._unavailable(exc) from exc
 
     def pending_migrations(self) -> list[str]:
-        with self._direct() as connection:
-            return migrations.pending(_Cursor(connection), migrations.load("postgres"))
+        try:
+            with self._direct() as connection:
+                (table,) = connection.execute("SELECT to_regclass('schema_migrations')").fetchone()
+                return migrations.pending(_Cursor(connection), migrations.load("postgres"), has_table=table is not None)
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from exc
 
     def migrate(self, report: Callable[[str], None] | None = None) -> list[str]:
-        progress = migrations.Progress(report)
+        try:
+            return self._migrate(migrations.Progress(report))
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _migrate(self, progress: migrations.Progress) -> list[str]:
         with self._direct() as connection:
             # Every box may start at once: the first to take the lock migrates, the others then find nothing to do.
             with connection.transaction():

@@ -39,7 +39,7 @@ from spend import migrations
 from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
 from spend.outbox import SQLOutbox
-from spend.store import Store, StoreUnavailable, iso_timestamp
+from spend.store import Store, StoreUnavailable
 from thread_names import CHECKPOINT, name_this_thread
 
 log = logging.getLogger("tollgate.store")
@@ -301,10 +301,20 @@ class SQLiteDatabase:
     def pending_migrations(self) -> list[str]:
         if not os.path.exists(self.path):
             return [migration.label for migration in migrations.load("sqlite")]
-        connection = self._connection()
-        return migrations.pending(connection, migrations.load("sqlite"))
+
+        def look(connection: sqlite3.Connection) -> list[str]:
+            found = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone()
+            return migrations.pending(connection, migrations.load("sqlite"), has_table=found is not None)
+
+        return self.read(look)
 
     def migrate(self, report: Callable[[str], None] | None = None) -> list[str]:
+        try:
+            return self._migrate(report)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _migrate(self, report: Callable[[str], None] | None) -> list[str]:
         connection = self._connection()
         self._enable_wal(connection)
         with self.transaction() as connection:

@@ -67,7 +67,6 @@ def backoff(attempts: int, ceiling: float, rng: random.Random) -> float:
     return min(2.0 ** max(attempts - 1, 0), ceiling) * (0.5 + rng.random())
 
 
-
 class Dispatcher:
     def __init__(
         self,

@@ -49,7 +49,10 @@ class Migration:
 
 def load(dialect: str) -> list[Migration]:
     """The migrations of `dialect` (`sqlite`, `postgres`), ordered by version."""
-    paths = [*(_ROOT / dialect).glob("[0-9][0-9][0-9][0-9]_*.sql"), *(_ROOT / dialect).glob("[0-9][0-9][0-9][0-9]_*.py")]
+    paths = [
+        *(_ROOT / dialect).glob("[0-9][0-9][0-9][0-9]_*.sql"),
+        *(_ROOT / dialect).glob("[0-9][0-9][0-9][0-9]_*.py"),
+    ]
     return sorted((Migration(int(path.name[:4]), path.stem[5:], path) for path in paths), key=lambda m: m.version)
 
 
@@ -59,12 +62,15 @@ def pending_ones(connection: Any, available: list[Migration]) -> list[Migration]
     return [migration for migration in available if migration.version not in applied]
 
 
-def pending(connection: Any, available: list[Migration]) -> list[str]:
-    """The labels of the migrations not applied yet; all of them before the first."""
-    try:
-        return [migration.label for migration in pending_ones(connection, available)]
-    except Exception:  # no schema_migrations table: an empty database
-        return [migration.label for migration in available]
+def pending(connection: Any, available: list[Migration], has_table: bool) -> list[str]:
+    """The labels of the migrations not applied yet; all of them on an empty database (no table)."""
+    todo = pending_ones(connection, available) if has_table else available
+    return [migration.label for migration in todo]
+
+
+def is_fresh(pending: list[str]) -> bool:
+    """Whether pending labels mean an empty database: nothing applied, not even the first."""
+    return bool(pending) and pending[0].startswith("0001_")
 
 
 class Progress:
