@@ -20,6 +20,7 @@ from config import Config, load_config
 from errors import register_error_handlers
 from gateway import Gateway
 from plain_json import PlainJSONProvider
+from providers import PRICING_IDS
 from providers.http import Upstreams
 from providers.router import Router
 from routes import budgets, customers, health, llm, spend_logs, webhooks
@@ -55,7 +56,7 @@ def create_app(
         http=http or Upstreams(),
         clock=clock or time.time,
         router=Router(config.deployments),
-        pricers={deployment.id: pricer_for(deployment) for deployment in config.deployments},
+        pricers={deployment.id: pricer_for(deployment, PRICING_IDS) for deployment in config.deployments},
         started_at=time.time(),
         dispatcher=_dispatcher(config, store, clock),
     )

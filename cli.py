@@ -15,6 +15,7 @@ import sys
 import time
 
 from config import ConfigError, load_config
+from providers import PRICING_IDS
 from spend.outbox import RETRY_WINDOW_SECONDS
 from spend.pricing import pricer_for
 from spend.store import StoreUnavailable, is_postgres, open_store
@@ -32,7 +33,7 @@ def check_config(path: str | None) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}")
     for deployment in config.deployments:
-        priced = "priced" if pricer_for(deployment).priced else "NOT PRICED (charged nothing)"
+        priced = "priced" if pricer_for(deployment, PRICING_IDS).priced else "NOT PRICED (charged nothing)"
         print(f"model {deployment.model_name}: {deployment.provider}/{deployment.model}, {priced}")
     print("config OK")
     return 0

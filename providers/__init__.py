@@ -47,6 +47,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
     "ollama": ProviderSpec(OllamaAdapter("http://localhost:11434"), None, None),
     "ollama_chat": ProviderSpec(OllamaAdapter("http://localhost:11434"), None, None),
 }
+# Each provider's name in the pricing library (genai-prices), handed to `spend.pricing`.
+PRICING_IDS: dict[str, str | None] = {name: spec.pricing_id for name, spec in PROVIDERS.items()}
 
 # Providers LiteLLM knows that Tollgate does not serve yet: their deployments are skipped with
 # a warning instead of failing the whole config.

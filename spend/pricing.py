@@ -6,20 +6,22 @@ computed in `Decimal` and rounded once, half-even, to a unit. Sums of units are 
 customer's spend is exactly the sum of its calls. `usd(units)` is the value shown in JSON.
 
 Prices come from the deployment's custom prices (`litellm_params`, then `model_info`), else from
-the `genai-prices` library, looked up by provider and model (or `model_info.base_model`).
+the `genai-prices` library, looked up by provider and model (or `model_info.base_model`). Which
+library provider each of Tollgate's providers is (`pricing_ids`) is handed in: the money core
+imports no provider registry.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import genai_prices
 
 from config import Deployment, Prices
-from providers import PROVIDERS
 from providers.base import Usage
 
 log = logging.getLogger("tollgate")
@@ -83,11 +85,12 @@ class Pricer:
         return to_units(calculation.total_price)
 
 
-def pricer_for(deployment: Deployment) -> Pricer:
-    """Resolve where a deployment's prices come from, once, at start-up."""
+def pricer_for(deployment: Deployment, pricing_ids: Mapping[str, str | None]) -> Pricer:
+    """Resolve where a deployment's prices come from, once, at start-up. `pricing_ids` maps
+    Tollgate's provider names to the pricing library's (`providers.PRICING_IDS`)."""
     if deployment.prices is not None:
         return Pricer(deployment.id, custom=deployment.prices)
-    ref, provider_id = _library_name(deployment)
+    ref, provider_id = _library_name(deployment, pricing_ids)
     try:
         found = genai_prices.calc_price(_library_usage(Usage(prompt_tokens=1)), ref, provider_id=provider_id)
     except LookupError:
@@ -97,14 +100,14 @@ def pricer_for(deployment: Deployment) -> Pricer:
     )
 
 
-def _library_name(deployment: Deployment) -> tuple[str, str | None]:
+def _library_name(deployment: Deployment, pricing_ids: Mapping[str, str | None]) -> tuple[str, str | None]:
     """The (model, provider id) to look up: `base_model` when set, else the provider model."""
     if deployment.base_model:
         prefix, _, rest = deployment.base_model.partition("/")
-        if rest and prefix in PROVIDERS:
-            return rest, PROVIDERS[prefix].pricing_id
-        return deployment.base_model, PROVIDERS[deployment.provider].pricing_id
-    return deployment.model, PROVIDERS[deployment.provider].pricing_id
+        if rest and prefix in pricing_ids:
+            return rest, pricing_ids[prefix]
+        return deployment.base_model, pricing_ids.get(deployment.provider)
+    return deployment.model, pricing_ids.get(deployment.provider)
 
 
 def _library_usage(usage: Usage) -> genai_prices.Usage:

@@ -8,6 +8,7 @@ import genai_prices
 import pytest
 
 from config import Deployment, Prices
+from providers import PRICING_IDS
 from providers.base import Usage
 from spend.pricing import custom_cost, pricer_for, to_units, usd, usd_text
 
@@ -80,12 +81,12 @@ def deployment(**fields) -> Deployment:
 
 
 def test_custom_prices_win_over_the_library():
-    pricer = pricer_for(deployment(prices=Prices(D("0.001"), D("0.002"))))
+    pricer = pricer_for(deployment(prices=Prices(D("0.001"), D("0.002"))), PRICING_IDS)
     assert pricer.cost(Usage(20, 20)) == to_units(D("0.06"))
 
 
 def test_library_price_by_provider_and_model():
-    pricer = pricer_for(deployment())
+    pricer = pricer_for(deployment(), PRICING_IDS)
     expected = genai_prices.calc_price(
         genai_prices.Usage(input_tokens=1000, cache_read_tokens=200, output_tokens=50),
         "gpt-4o-mini",
@@ -96,13 +97,13 @@ def test_library_price_by_provider_and_model():
 
 
 def test_azure_deployment_is_priced_through_base_model():
-    unnamed = pricer_for(deployment(provider="azure", model="my-deployment"))
-    named = pricer_for(deployment(provider="azure", model="my-deployment", base_model="azure/gpt-4o-mini"))
+    unnamed = pricer_for(deployment(provider="azure", model="my-deployment"), PRICING_IDS)
+    named = pricer_for(deployment(provider="azure", model="my-deployment", base_model="azure/gpt-4o-mini"), PRICING_IDS)
     assert not unnamed.priced
     assert named.priced and named.cost(Usage(1000, 1000)) > 0
 
 
 def test_unknown_model_is_unpriced_and_costs_nothing():
-    pricer = pricer_for(deployment(provider="hosted_vllm", model="my-finetune"))
+    pricer = pricer_for(deployment(provider="hosted_vllm", model="my-finetune"), PRICING_IDS)
     assert not pricer.priced
     assert pricer.cost(Usage(1000, 1000)) == 0
