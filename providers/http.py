@@ -1,10 +1,9 @@
 """HTTP to the upstreams: `http.client` over connections kept open per thread.
 
-Every relayed call goes through `Upstreams.post`, and webhook events through
-`Upstreams.post_pipelined` (several POSTs on one connection, their answers read in order). A
-thread keeps the connections it opened (one idle connection per host is reused; the others are
-closed when returned), so nothing opened before gunicorn forks is used after it and no lock is
-taken on the hot path. `http.client` rather than `requests`: a relayed call costs well under
+Every relayed call and every webhook event goes through `Upstreams.post`. A thread keeps the
+connections it opened (one idle connection per host is reused; the others are closed when
+returned), so nothing opened before gunicorn forks is used after it and no lock is taken on the
+hot path. `http.client` rather than `requests`: a relayed call costs well under
 half the CPU (`bench/` has the figures), and Tollgate needs none of what `requests` adds on top
 (cookies, redirects, auth helpers).
 
@@ -31,7 +30,6 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 CONNECT_TIMEOUT = 10.0
@@ -148,17 +146,6 @@ def _read_fields(fp) -> http.client.HTTPMessage:
     return message
 
 
-def _answer_fields(fp) -> dict[str, str]:
-    """The header fields as `_read_fields` reads them, by lower-case name, repeated ones joined
-    with ", " (RFC 9110 §5.3): for the answers to pipelined posts, where only the framing fields
-    are read and an `HTTPMessage` per answer cost more than the rest of reading it."""
-    fields: dict[str, str] = {}
-    for name, value in _field_list(fp):
-        name = name.lower()
-        fields[name] = f"{fields[name]}, {value}" if name in fields else value
-    return fields
-
-
 def _field_list(fp) -> list[list[str]]:
     """[name, value] of each header field up to the blank line, with http.client's limits."""
     fields: list[list[str]] = []
@@ -270,75 +257,6 @@ class Upstreams:
             return response
         raise AssertionError("unreachable")
 
-    def post_pipelined(
-        self,
-        url: str,
-        requests: list[tuple[bytes, dict]],
-        timeout: float,
-        connect_timeout: float = CONNECT_TIMEOUT,
-    ) -> Answers:
-        """POST each `(body, headers)` to `url` on one connection, pipelined (RFC 9112 §9.3.2).
-
-        The requests go out in one write and their answers are read in order, each wait bounded
-        by `timeout`; an answer's body is read and dropped. The statuses come back in the order of
-        the requests; when fewer came than were sent, `error` says why the rest went unanswered
-        (the receiver closed the connection, timed out, or could not be reached), and whether a
-        request without an answer was processed is unknown: the caller sends it again. Keep the
-        requests together well under the socket buffers (a few tens of KB): neither side reads
-        while the other is still writing. Raises ValueError for a header that could split a request.
-        """
-        key, proxy, target, first = self._route(url)
-        if _UNSAFE_TARGET.search(target):
-            raise ValueError("invalid request target")
-        line = f"POST {target} HTTP/1.1\r\n".encode("latin-1")
-        heads: dict[tuple, bytes] = {}  # requests with the same headers share one checked block
-
-        def head(headers: dict) -> bytes:
-            key = tuple(headers.items())
-            if key not in heads:
-                fields = {**first, **headers}
-                fields.pop("Content-Length", None)
-                heads[key] = line + _header_block(fields) + b"\r\nContent-Length: "
-            return heads[key]
-
-        payload = b"".join(b"%s%d\r\n\r\n%s" % (head(headers), len(body), body) for body, headers in requests)
-        for fresh in (False, True):
-            try:
-                connection, reused = self._checkout(key, proxy, min(connect_timeout, timeout), fresh)
-            except TransportError as exc:
-                return Answers([], str(exc))
-            statuses: list[int] = []
-            closing = old = True
-            reader = None
-            try:
-                connection.sock.settimeout(timeout)
-                connection.sock.sendall(payload)
-                reader = connection.sock.makefile("rb")
-                for _ in requests:
-                    status, closing, old = _read_answer(reader)
-                    statuses.append(status)
-                    if closing:
-                        break
-            except TimeoutError:
-                connection.close()
-                return Answers(statuses, f"no answer within {timeout:g}s", timed_out=True)
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if reused and not statuses and isinstance(exc, _DROPPED):
-                    continue  # the receiver closed this kept-open connection as we sent: nothing was served
-                return Answers(statuses, type(exc).__name__)
-            finally:
-                if reader is not None:
-                    reader.close()
-            if closing:
-                connection.close()
-            else:
-                self._returner(key, connection)(True)
-            if len(statuses) < len(requests):
-                return Answers(statuses, "the receiver closed the connection", one_per_connection=old)
-            return Answers(statuses, one_per_connection=old)
-        raise AssertionError("unreachable")
-
     def _route(self, url: str) -> tuple[Address, str | None, str, dict]:
         """Where a POST to `url` goes: the address, the proxy if any, the request target and
         the first header fields (Host, User-Agent, the proxy's credentials for plain HTTP)."""
@@ -417,69 +335,6 @@ class Upstreams:
 
 
 _DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")  # what http.client refuses in a request target
-
-
-class Answers(NamedTuple):
-    """What `post_pipelined` read: the statuses in request order, and why any after them are missing."""
-
-    statuses: list[int]
-    error: str | None = None
-    timed_out: bool = False  # an answer did not come within the timeout
-    one_per_connection: bool = False  # an HTTP/1.0 answer without keep-alive: one answer per connection
-
-
-def _read_answer(reader) -> tuple[int, bool, bool]:
-    """Read one answer off `reader` to its end: its status, whether the connection closes after
-    it, and whether that is because the answer is HTTP/1.0 without keep-alive.
-
-    Interim (1xx) answers are skipped. The body is read and dropped: by Content-Length, chunk by
-    chunk, or, with neither, to the end of the connection.
-    """
-    while True:
-        line = reader.readline(MAX_HEADER_LINE + 1)
-        if not line:
-            raise http.client.RemoteDisconnected("closed without an answer")
-        version, _, rest = line.decode("iso-8859-1").partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit() or len(line) > MAX_HEADER_LINE:
-            raise http.client.BadStatusLine(line[:100].decode("iso-8859-1"))
-        status = int(rest[:3])
-        fields = _answer_fields(reader)
-        if not 100 <= status < 200:
-            break
-    tokens = {token.strip().lower() for token in fields.get("connection", "").split(",")}
-    old = version == "HTTP/1.0" and "keep-alive" not in tokens
-    closing = old or "close" in tokens
-    encoding = fields.get("transfer-encoding", "")
-    if status in (204, 304):
-        return status, closing, old
-    if encoding.lower() == "chunked":
-        while True:
-            size_line = reader.readline(MAX_HEADER_LINE + 1)
-            try:
-                size = int(size_line.split(b";", 1)[0], 16)
-            except ValueError:
-                raise http.client.IncompleteRead(b"") from None
-            if size == 0:
-                _field_list(reader)  # trailers
-                return status, closing, old
-            _skip(reader, size + 2)
-    lengths = {part.strip() for part in fields.get("content-length", "").split(",")}  # repeats must agree
-    if len(lengths) == 1 and (length := lengths.pop()).isdigit():
-        _skip(reader, int(length))
-        return status, closing, old
-    while reader.read(READ_SIZE):  # the body ends when the connection does
-        pass
-    return status, True, old
-
-
-def _skip(reader, count: int) -> None:
-    """Read and drop exactly `count` bytes."""
-    while count > 0:
-        piece = reader.read(min(count, READ_SIZE))
-        if not piece:
-            raise http.client.IncompleteRead(b"", count)
-        count -= len(piece)
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

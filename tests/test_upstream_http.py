@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from providers.http import Answers, TransportError, TransportTimeout, Upstreams
+from providers.http import TransportError, TransportTimeout, Upstreams
 from tests.local_upstream import LocalUpstream
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -203,89 +203,3 @@ def test_a_header_field_that_could_split_the_request_is_refused_before_sending(n
     assert http.post(URL, b'{"n": 1}', {"X-Note": "fine: a value, with colons"}, timeout=5).status_code == 200
     [call] = upstream.calls
     assert call.request.headers["X-Note"] == "fine: a value, with colons" and call.request.body == b'{"n": 1}'
-
-
-def test_pipelined_posts_are_sent_together_and_their_answers_read_in_order(no_proxy_env):
-    url = raw_answer(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        b"HTTP/1.1 204 No Content\r\n\r\n"
-        b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad",
-        requests=4,
-    )
-    answers = Upstreams().post_pipelined(url, [(b"{}", {"X-N": str(n)}) for n in range(4)], timeout=5)
-    assert answers == Answers([200, 202, 204, 500])
-
-
-def test_pipelined_posts_after_a_closing_answer_are_unanswered(no_proxy_env):
-    url = raw_answer(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        requests=3,
-    )
-    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=5)
-    assert answers.statuses == [200, 200] and answers.error and not answers.timed_out
-    assert not answers.one_per_connection
-
-
-def test_a_close_in_a_repeated_connection_field_is_heard(no_proxy_env):
-    url = raw_answer(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2)
-    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
-    assert answers.statuses == [200] and answers.error and not answers.timed_out
-
-
-def test_an_answer_with_a_repeated_content_length_is_read_to_its_end(no_proxy_env):
-    url = raw_answer(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
-        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
-        requests=2,
-    )
-    assert Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5) == Answers([200, 201])
-
-
-def test_pipelined_posts_each_carry_their_own_headers_and_length(no_proxy_env, upstream):
-    upstream.post(URL, json={"ok": True})
-    bodies = [b"{}", b'{"n": 1000}', b'{"n": 1}', b'{"a": "%s"}' % (b"x" * 300)]
-    notes = ["same", "same", "other", "same"]
-    requests = [(body, {"X-Note": note, "Content-Length": "1"}) for body, note in zip(bodies, notes, strict=True)]
-    assert upstream.transport().post_pipelined(URL, requests, timeout=5) == Answers([200] * 4)
-    sent = [(call.request.body, call.request.headers["X-Note"]) for call in upstream.calls]
-    assert sent == list(zip(bodies, notes, strict=True))
-    for call in upstream.calls:
-        assert call.request.headers.get_all("Content-Length") == [str(len(call.request.body))]
-
-
-def test_an_http_1_0_answer_means_one_post_per_connection(no_proxy_env):
-    url = raw_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
-    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 2, timeout=5)
-    assert answers.statuses == [200] and answers.one_per_connection
-
-
-def test_pipelined_posts_left_unanswered_time_out(no_proxy_env):
-    url = raw_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3)
-    answers = Upstreams().post_pipelined(url, [(b"{}", {})] * 3, timeout=0.3)
-    assert answers.statuses == [200] and answers.timed_out
-
-
-def test_pipelined_posts_to_nobody_are_unanswered_with_the_reason(no_proxy_env):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    answers = Upstreams().post_pipelined(f"http://127.0.0.1:{port}/hook", [(b"{}", {})] * 2, timeout=2)
-    assert answers.statuses == [] and answers.error
-
-
-def test_pipelined_posts_share_the_kept_open_connection(no_proxy_env, upstream):
-    upstream.post(URL, json={"ok": True})
-    http = upstream.transport()
-    assert http.post(URL, b"{}", {}, timeout=5).status_code == 200
-    assert http.post_pipelined(URL, [(b'{"n": %d}' % n, {}) for n in range(5)], timeout=5) == Answers([200] * 5)
-    assert [call.request.body for call in upstream.calls[1:]] == [b'{"n": %d}' % n for n in range(5)]
-    assert len(client_ports(upstream)) == 1
-
-
-def test_a_pipelined_header_that_could_split_a_request_is_refused_before_sending(no_proxy_env, upstream):
-    upstream.post(URL, json={"ok": True})
-    with pytest.raises(ValueError):
-        upstream.transport().post_pipelined(URL, [(b"{}", {}), (b"{}", {"X-Note": "a\r\nX-Injected: 1"})], timeout=5)
-    assert upstream.calls == []
