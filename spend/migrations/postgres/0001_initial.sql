@@ -110,7 +110,8 @@ CREATE TABLE webhook_events (
     delivered_at DOUBLE PRECISION
 );
 
-CREATE INDEX webhook_events_due ON webhook_events (status, next_attempt_at);
+-- seq last, so a claim reads the due events in their order off the index and stops at its limit.
+CREATE INDEX webhook_events_due ON webhook_events (status, next_attempt_at, seq);
 
 CREATE TABLE alert_marks (
     customer_id TEXT NOT NULL,
