@@ -59,7 +59,7 @@ def measure(folder: Path, webhooks: bool, calls: int) -> Counts:
         call()
     if gateway.dispatcher is not None:
         gateway.dispatcher.stop()
-    connection = gateway.store._connection()  # this thread's, the one the test client's calls use
+    connection = gateway.store.engine._connection()  # this thread's, the one the test client's calls use
     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     statements = []
     connection.set_trace_callback(statements.append)
