@@ -35,5 +35,13 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 2
     run, test = commands
     assert "gunicorn -c gunicorn.conf.py 'app:create_app()'" in run
-    assert (REPO / "Procfile").read_text().strip() == "web: gunicorn -c gunicorn.conf.py 'app:create_app()'"
+    procfile = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().strip().splitlines())
+    assert procfile == {"release": "python cli.py migrate", "web": "gunicorn -c gunicorn.conf.py 'app:create_app()'"}
     assert test in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_every_environment_setting_the_code_reads_is_documented():
+    table = REFERENCE.split("\n## Environment\n", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z_]+)`", table))
+    for name in ("DATABASE_URL", "TOLLGATE_MIGRATIONS", "DATABASE_POOL_SIZE", "GUNICORN_THREADS", "WEB_CONCURRENCY"):
+        assert name in documented, name
