@@ -25,8 +25,9 @@ from providers.http import Upstreams
 from providers.router import Router
 from routes import budgets, customers, health, llm, spend_logs, webhooks
 from spend import migrations
+from spend.engines import open_store
 from spend.pricing import pricer_for
-from spend.store import Store, open_store
+from spend.store import Store
 from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tollgate")

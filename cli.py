@@ -16,9 +16,10 @@ import time
 
 from config import ConfigError, load_config
 from providers import PRICING_IDS
+from spend.engines import is_postgres, open_store
 from spend.outbox import RETRY_WINDOW_SECONDS
 from spend.pricing import pricer_for
-from spend.store import StoreUnavailable, is_postgres, open_store
+from spend.store import StoreUnavailable
 from spend.transfer import NotEmpty, copy_sqlite_to_postgres
 from webhooks.events import iso
 

@@ -25,7 +25,8 @@ import sys
 
 from app import MigrationsPending, prepare_database
 from config import ConfigError, load_config
-from spend.store import StoreUnavailable, open_store
+from spend.engines import open_store
+from spend.store import StoreUnavailable
 
 
 def _say(line: str) -> None:

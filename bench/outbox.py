@@ -24,37 +24,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
 from bench import common
 from providers.base import Usage
-from spend.store import CallRecord, Settlement, open_store
+from spend.engines import open_store
+from spend.store import CallRecord, Settlement
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify, announcements, spend_tracked
 
 NOTIFY = Notify(token="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
 SINK_SECONDS = 300
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def database(kind: str, folder: Path) -> Iterator[str]:
-    """A `DATABASE_URL` of a new, empty database of `kind`, removed afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
-        return
-    name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -129,11 +110,11 @@ def main() -> int:
         render(args.events)
         with tempfile.TemporaryDirectory(prefix="tollgate-outbox-") as folder:
             for kind in args.databases.split(","):
-                with database(kind, Path(folder)) as url:
+                with common.database(kind, Path(folder)) as url:
                     write(kind, url, args.events)
-                with database(kind, Path(folder)) as url:
+                with common.database(kind, Path(folder)) as url:
                     claim(kind, url, args.backlog)
-                with database(kind, Path(folder)) as url:
+                with common.database(kind, Path(folder)) as url:
                     deliver(kind, url, sink.url, args.events)
     return 0
 

@@ -13,7 +13,7 @@ A store is three roles over one database, composed by `Store`:
 Each engine (`spend.sqlite`, `spend.postgres`) provides a `Database`; the roles (`spend.ledger`,
 `spend.admin`, `spend.outbox`) are written once against it. Money is integer pico-dollars of any
 size (see `spend.pricing`); the decisions themselves are the pure functions of `spend.budgets`.
-Nothing outside `spend/` imports an engine: `open_store` picks it from the URL.
+Nothing outside `spend/` imports an engine: `spend.engines.open_store` picks it from the URL.
 """
 
 from __future__ import annotations
@@ -399,18 +399,3 @@ class Store:
     ledger: Ledger
     admin: Admin
     outbox: Outbox
-
-
-def is_postgres(database_url: str) -> bool:
-    return database_url.startswith(("postgres://", "postgresql://"))
-
-
-def open_store(database_url: str) -> Store:
-    """The store for a `DATABASE_URL`; nothing is connected until first use."""
-    if is_postgres(database_url):
-        from spend.postgres import open_postgres
-
-        return open_postgres(database_url)
-    from spend.sqlite import open_sqlite
-
-    return open_sqlite(database_url)

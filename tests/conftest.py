@@ -7,7 +7,7 @@ import pytest
 
 from app import create_app
 from config import load_config
-from spend.store import open_store
+from spend.engines import open_store
 from tests.databases import ENGINES, SERVER, ThrowawayPostgres, suite_engine
 from tests.helpers import AUTH, MASTER_KEY, write_config
 from tests.local_upstream import LocalUpstream
@@ -21,14 +21,29 @@ def postgres_server():
     server.drop()
 
 
+def _new_database(request, directory, engine: str | None, name: str) -> str:
+    if (engine or suite_engine()) == "postgres":
+        return request.getfixturevalue("postgres_server").fresh_schema_url()
+    return f"sqlite:///{directory / name}"
+
+
 @pytest.fixture
 def database_url(request, tmp_path):
     """`database_url(engine)`: a new, empty database of that engine for this test."""
 
     def make(engine: str | None = None, name: str = "tollgate.db") -> str:
-        if (engine or suite_engine()) == "postgres":
-            return request.getfixturevalue("postgres_server").fresh_schema_url()
-        return f"sqlite:///{tmp_path / name}"
+        return _new_database(request, tmp_path, engine, name)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def module_database_url(request, tmp_path_factory):
+    """`database_url` for module-scoped fixtures (a server shared by a module's tests): each call a
+    new, empty database."""
+
+    def make(engine: str | None = None, name: str = "tollgate.db") -> str:
+        return _new_database(request, tmp_path_factory.mktemp("database"), engine, name)
 
     return make
 

@@ -52,7 +52,8 @@ class ThrowawayPostgres:
         parts = psycopg.conninfo.conninfo_to_dict(self.server)
         user = parts.get("user", "postgres")
         password = f":{quote(parts['password'])}" if parts.get("password") else ""
-        url = f"postgresql://{quote(user)}{password}@{parts.get('host', '127.0.0.1')}:{parts.get('port', 5432)}/{dbname}"
+        host, port = parts.get("host", "127.0.0.1"), parts.get("port", 5432)
+        url = f"postgresql://{quote(user)}{password}@{host}:{port}/{dbname}"
         return f"{url}?options={quote(options)}" if options else url
 
     def fresh_schema_url(self) -> str:
