@@ -118,7 +118,7 @@ class SQLiteDatabase:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[int, sqlite3.Connection]] = []  # (pid that opened it, connection)
         self._writers: WriterTurn | None = None
         self._pending: tuple[int, list[_Pending], threading.Lock] = (os.getpid(), [], threading.Lock())
         self._upkeep: tuple[int, threading.Thread, threading.Event] | None = None
@@ -139,7 +139,7 @@ class SQLiteDatabase:
         define_money_functions(connection)
         self._local.connection, self._local.pid = connection, os.getpid()
         with self._lock:
-            self._connections.append(connection)
+            self._connections.append((os.getpid(), connection))
         return connection
 
     def read(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -254,7 +254,9 @@ class SQLiteDatabase:
             turn, self._writers = self._writers, None
         if turn is not None and turn.pid == os.getpid():
             turn.close()
-        for connection in connections:
+        for pid, connection in connections:
+            if pid != os.getpid():
+                continue  # opened before a fork: the parent's to close, never used or closed here
             try:
                 connection.close()
             except sqlite3.ProgrammingError:

@@ -1,24 +1,25 @@
-"""A local webhook receiver for tests: records every POST, can fail on purpose or go down.
+"""A local webhook receiver for tests: records every POST, can fail on purpose, answer slowly or go down.
 
-with WebhookSink(fail_first=3) as sink:
+with WebhookSink(fail_first=3, delay=0.1) as sink:
     sink.url                    # http://127.0.0.1:<port>/hook
     sink.wait_for(200)          # bounded wait until 200 events were accepted
     sink.accepted               # the JSON bodies answered 2xx, in arrival order
+    sink.posts                  # every post: (headers, body, status answered), in arrival order
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class WebhookSink:
-    def __init__(self, fail_first: int = 0, port: int = 0):
+    def __init__(self, fail_first: int = 0, port: int = 0, delay: float = 0.0):
         self.fail_first = fail_first
         self.port = port
+        self.delay = delay  # seconds it takes over each answer, as a slow receiver
         self.posts: list[tuple[dict, bytes, int]] = []  # (headers, body, status answered)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -52,6 +53,7 @@ class WebhookSink:
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(sink.delay)
                 with sink._lock:
                     status = 500 if sink.fail_first > 0 else 200
                     sink.fail_first -= status == 500
@@ -81,101 +83,3 @@ class WebhookSink:
         while len(self.accepted) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.accepted
-
-
-class PipelineReceiver:
-    """A raw-socket webhook receiver that shows how posts arrive and can mishandle pipelining.
-
-    It parses each read for the complete requests in it and records, per connection, how many
-    came in one read before it answered (more than one: they were pipelined). `how`:
-    - "keep-alive": answers each request in order, `statuses` picks a status by request number;
-    - "http/1.0": answers the first request of a connection as HTTP/1.0 and closes it;
-    - "close-after-N": answers N requests, the Nth with `Connection: close`, then closes;
-    - "one-per-read": answers the first request of each read and drops the rest of the read,
-      as servers that do not handle pipelining do (the connection stays open).
-    `delay` is how long it takes over each answer.
-    """
-
-    def __init__(self, how: str = "keep-alive", statuses: dict[int, int] | None = None, delay: float = 0.0):
-        self.how, self.statuses, self.delay = how, statuses or {}, delay
-        self.answered: list[tuple[bytes, int]] = []  # (body, status), in answer order
-        self.per_read: list[int] = []  # complete requests found in each read
-        self.connections = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-
-    @property
-    def accepted(self) -> list[dict]:
-        with self._lock:
-            return [json.loads(body) for body, status in self.answered if 200 <= status < 300]
-
-    def close(self) -> None:
-        self._listener.close()
-        for connection in list(self._open):
-            connection.close()
-
-    def __enter__(self) -> PipelineReceiver:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            self._open.append(connection)
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        buffer, served = b"", 0
-        with connection:
-            while True:
-                try:
-                    piece = connection.recv(65536)
-                except OSError:
-                    return
-                if not piece:
-                    return
-                buffer += piece
-                requests = []
-                while (end := buffer.find(b"\r\n\r\n")) >= 0:
-                    head = buffer[:end].decode("latin-1").lower()
-                    length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
-                    if len(buffer) < end + 4 + length:
-                        break
-                    requests.append(buffer[end + 4 : end + 4 + length])
-                    buffer = buffer[end + 4 + length :]
-                if not requests:
-                    continue
-                with self._lock:
-                    self.per_read.append(len(requests))
-                if self.how == "one-per-read":
-                    requests, buffer = requests[:1], b""
-                for body in requests:
-                    served += 1
-                    if self.how == "http/1.0":
-                        self._answer(connection, body, 200, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
-                        return
-                    if self.how.startswith("close-after-") and served == int(self.how.rsplit("-", 1)[1]):
-                        self._answer(connection, body, 200, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-                        return
-                    with self._lock:
-                        status = self.statuses.get(len(self.answered), 200)
-                    self._answer(connection, body, status, b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % status)
-
-    def _answer(self, connection: socket.socket, body: bytes, status: int, answer: bytes) -> None:
-        time.sleep(self.delay)
-        with self._lock:
-            self.answered.append((body, status))
-        connection.sendall(answer)
