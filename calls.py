@@ -25,7 +25,7 @@ from providers.base import Reply, UpstreamError, UpstreamHTTPError, Usage
 from providers.streaming import Stream
 from spend import admission
 from spend.attribution import resolve_customer_id
-from spend.pricing import usd_text
+from spend.money import usd_text
 from spend.store import CallRecord, IdempotencyClaim, Replay
 from webhooks.events import announcements
 

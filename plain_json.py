@@ -1,57 +1,27 @@
-"""Flask's JSON output with floats written as plain decimals: 0.00004, never 4e-05.
+"""Tollgate's JSON output: compact UTF-8, with money as exact plain-decimal numbers.
 
-Money reaches JSON as a float (see `spend.pricing.usd`), whose shortest repr is the exact decimal
-the spend store holds. Python writes small floats with an exponent; clients parse both forms, but
-operators read these numbers and compare them with invoices, so Tollgate writes them out in full.
+Money reaches JSON as `spend.money.usd(units)`, simplejson's `RawJSON` holding the exact amount
+(`0.0000105`, `1234567.000000000001`), which simplejson writes into the output as it is: no float
+in between, no exponent. The standard library's encoder can write a number only from an int or a
+float, so Tollgate's output goes through simplejson (its C speedups, public API); input is still
+parsed by Flask's default provider.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from decimal import Decimal
 from typing import Any
 
+import simplejson
 from flask.json.provider import DefaultJSONProvider
 
 
-def plain_float(value: float) -> str:
-    """The shortest round-trip digits of `value`, without an exponent."""
-    if not math.isfinite(value):
-        raise ValueError(f"JSON cannot carry {value!r}")
-    return format(Decimal(repr(value)), "f")
-
-
-class _PlainFloatEncoder(json.JSONEncoder):
-    def iterencode(self, o: Any, _one_shot: bool = False):
-        # The C encoder always uses float.__repr__; the pure-Python one takes a float formatter.
-        markers: dict | None = {} if self.check_circular else None
-        return json.encoder._make_iterencode(  # type: ignore[attr-defined]
-            markers,
-            self.default,
-            json.encoder.py_encode_basestring if not self.ensure_ascii else json.encoder.py_encode_basestring_ascii,
-            self.indent,
-            plain_float,
-            self.key_separator,
-            self.item_separator,
-            self.sort_keys,
-            self.skipkeys,
-            _one_shot,
-        )(o, 0)
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON with plain-decimal floats, outside of a Flask app (webhook payloads)."""
-    return json.dumps(obj, cls=_PlainFloatEncoder, ensure_ascii=False, separators=(",", ":"))
+def dumps(obj: Any, default=None) -> str:
+    """Compact JSON; NaN and infinities refused (JSON has none)."""
+    return simplejson.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=default)
 
 
 class PlainJSONProvider(DefaultJSONProvider):
-    sort_keys = False
-    ensure_ascii = False
+    """Flask's JSON provider with `dumps` above: keys in the order the code builds them."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        kwargs.setdefault("default", self.default)
-        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
-        kwargs.setdefault("sort_keys", self.sort_keys)
-        kwargs.setdefault("separators", (",", ":"))
-        return json.dumps(obj, cls=_PlainFloatEncoder, **kwargs)
+        return dumps(obj, default=kwargs.get("default", self.default))

@@ -16,8 +16,8 @@ from errors import BadRequest, NotFound
 from routes import fields, json_body, page_arg
 from spend.admission import window_end
 from spend.budgets import Account, effective_spend
+from spend.money import usd, usd_or_none
 from spend.periods import to_iso
-from spend.pricing import usd
 from spend.store import Budget, Conflict, Customer, Missing
 
 blueprint = Blueprint("customers", __name__)
@@ -56,8 +56,8 @@ def budget_object(budget: Budget, now: float) -> dict:
     end = window_end(budget.budget_reset_at, budget.budget_duration, now)
     return {
         "budget_id": budget.budget_id,
-        "max_budget": _usd_or_none(budget.max_budget_units),
-        "soft_budget": _usd_or_none(budget.soft_budget_units),
+        "max_budget": usd_or_none(budget.max_budget_units),
+        "soft_budget": usd_or_none(budget.soft_budget_units),
         "tpm_limit": budget.tpm_limit,
         "rpm_limit": budget.rpm_limit,
         "model_max_budget": fields.show_model_max_budget(budget.model_max_budget),
@@ -65,10 +65,6 @@ def budget_object(budget: Budget, now: float) -> dict:
         "budget_reset_at": to_iso(datetime.fromtimestamp(end, UTC)) if end is not None else None,
         "created_at": budget.created_at,
     }
-
-
-def _usd_or_none(units: int | None) -> float | None:
-    return None if units is None else usd(units)
 
 
 @customer_route("info", ["GET"])

@@ -11,7 +11,7 @@ from typing import Any
 from errors import BadRequest
 from spend import periods
 from spend.attribution import coerce_customer_id
-from spend.pricing import to_units, usd
+from spend.money import to_units, usd
 
 REGIONS = ("eu", "us")
 # Budget fields, as clients send them → the budget column they set.

@@ -19,7 +19,7 @@ from providers.base import UpstreamError
 from providers.http import TransportError
 from providers.streaming import sse
 from routes import json_body
-from spend.pricing import usd_text
+from spend.money import usd_text
 from spend.store import Replay
 
 blueprint = Blueprint("llm", __name__)

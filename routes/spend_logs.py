@@ -18,7 +18,7 @@ import gateway as gateway_state
 from errors import BadRequest
 from routes import page_arg
 from spend import periods
-from spend.pricing import usd, usd_text
+from spend.money import usd, usd_text
 from spend.store import SpendLogFilter, SpendLogRow
 
 blueprint = Blueprint("spend_logs", __name__)

@@ -17,7 +17,8 @@ from errors import BadRequest, BudgetExceeded, Forbidden, RateLimited
 from providers.base import Usage
 from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
-from spend.pricing import Pricer, usd_text
+from spend.money import usd_text
+from spend.pricing import Pricer
 from spend.store import PLAIN_CALL, Admin, AdmissionRequest, Budget, Charge, Customer, Ledger, Settlement
 from webhooks.events import Notify
 

@@ -1,9 +1,8 @@
 """What a call costs, exactly. Pure: no Flask, no SQL.
 
-Money is integer pico-dollars (1 USD = 10**12 units) from the price to the database: every
-per-token price in use is a whole number of pico-dollars or finer, and a call's cost is
-computed in `Decimal` and rounded once, half-even, to a unit. Sums of units are exact, so a
-customer's spend is exactly the sum of its calls. `usd(units)` is the value shown in JSON.
+Money is integer pico-dollars (`spend.money`): every per-token price in use is a whole number
+of pico-dollars or finer, and a call's cost is computed in `Decimal` and rounded once,
+half-even, to a unit.
 
 Prices come from the deployment's custom prices (`litellm_params`, then `model_info`), else from
 the `genai-prices` library, looked up by provider and model (or `model_info.base_model`). Which
@@ -17,34 +16,15 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 import genai_prices
 
 from config import Deployment, Prices
 from providers.base import Usage
+from spend.money import to_units
 
 log = logging.getLogger("tollgate")
-
-UNITS_PER_USD = 10**12
-
-
-def to_units(amount: Decimal) -> int:
-    """An exact USD amount → whole pico-dollars (half-even)."""
-    return int((amount * UNITS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def usd(units: int) -> float:
-    """Pico-dollars → the USD number for JSON; prints as the shortest exact decimal (0.001112)."""
-    return units / UNITS_PER_USD
-
-
-def usd_text(units: int) -> str:
-    """Pico-dollars → a plain decimal string with no exponent and no trailing zeros."""
-    whole, fraction = divmod(abs(units), UNITS_PER_USD)
-    sign = "-" if units < 0 else ""
-    return f"{sign}{whole}.{fraction:012d}".rstrip("0") if fraction else f"{sign}{whole}"
-
 
 def custom_cost(usage: Usage, prices: Prices) -> Decimal:
     """Cost under custom per-token prices; cached tokens never billed twice."""

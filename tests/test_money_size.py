@@ -43,3 +43,9 @@ def test_a_call_costing_more_than_nine_million_dollars_is_charged_exactly(make_a
     assert store.admin.get_customer("whale").spend_units == 2 * (10_000_000 * 10**12 + 1)
     assert [row.cost_units for row in store.ledger.spend_logs("whale")] == [10_000_000 * 10**12 + 1] * 2
     assert store.ledger.count_spend_logs(SpendLogFilter("whale")) == 2
+    info = client.get("/customer/info", query_string={"end_user_id": "whale"}, headers=AUTH)
+    assert '"spend":20000000.000000000002,' in info.get_data(as_text=True)
+    logs = client.get("/spend/logs", query_string={"end_user": "whale"}, headers=AUTH).get_data(as_text=True)
+    assert logs.count('"spend":10000000.000000000001,') == 2
+    csv = client.get("/spend/logs", query_string={"end_user": "whale", "format": "csv"}, headers=AUTH)
+    assert csv.get_data(as_text=True).count(",10000000.000000000001,") == 2

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import genai_prices
 import pytest
 
+import plain_json
 from config import Deployment, Prices
 from providers import PRICING_IDS
 from providers.base import Usage
-from spend.pricing import custom_cost, pricer_for, to_units, usd, usd_text
+from spend.money import to_units, usd, usd_text
+from spend.pricing import custom_cost, pricer_for
 
 D = Decimal
 
@@ -67,7 +69,14 @@ def test_to_units_rounds_half_even_to_a_pico_dollar(amount, units):
 )
 def test_usd_text_is_a_plain_decimal(units, text):
     assert usd_text(units) == text
-    assert usd(units) == float(text)
+    assert plain_json.dumps({"spend": usd(units)}) == f'{{"spend":{text}}}'
+
+
+@pytest.mark.parametrize("units", [10**12 * 1234567 + 1, 10**40 + 7, -(10**20) - 1])
+def test_money_of_any_size_leaves_as_the_exact_decimal(units):
+    text = plain_json.dumps([usd(units)])
+    with localcontext(prec=100):
+        assert Decimal(text[1:-1]) * 10**12 == units and "e" not in text.lower()
 
 
 def test_sum_of_many_small_costs_is_exact():

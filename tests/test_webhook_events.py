@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import pytest
 
-from plain_json import dumps
 from webhooks.dispatcher import backoff, signature_headers
 from webhooks.events import Event, Notify, budget_events, iso, new_event_id, spend_tracked
 
@@ -131,7 +130,7 @@ def test_backoff_doubles_with_jitter_and_a_ceiling():
     "customer_id",
     ["krrish12", 'quote " and \\ backslash', "ünïcödé 顧客", "control \x01\n\t", "</script>"],
 )
-def test_payloads_are_written_exactly_as_the_general_encoder_writes_them(customer_id):
+def test_payloads_are_json_with_every_amount_exact_and_in_plain_notation(customer_id):
     notify = Notify(
         token=None if customer_id == "krrish12" else "tok",
         thresholds=(Decimal("0.85"),),
@@ -148,9 +147,13 @@ def test_payloads_are_written_exactly_as_the_general_encoder_writes_them(custome
         "soft_budget_crossed",
     ]
     for event in events:
-        assert event.body == dumps(json.loads(event.body))
-        assert "e-" not in event.body.replace(customer_id, "")
-    assert json.loads(events[0].body)["spend"] == 0.000000000004
+        payload = json.loads(event.body, parse_float=Decimal)
+        assert payload["customer_id"] == customer_id
+        assert list(payload) == [*SEED_KEYS, "soft_budget", "event_id", "created_at"]
+        assert payload["soft_budget"] == Decimal("0.00001") and payload["max_budget"] == 10
+        assert "e-" not in event.body.replace(customer_id, "") and "E-" not in event.body
+    assert json.loads(events[0].body, parse_float=Decimal)["spend"] == Decimal("0.000000000004")
+    assert '"spend":9,' in events[1].body and '"projected_spend":18,' in events[2].body
 
 
 def test_event_ids_are_distinct_and_in_creation_order_and_times_are_utc_whole_seconds():

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from json.encoder import encode_basestring
 
-from plain_json import plain_float
-from spend.pricing import usd, usd_text
+import plain_json
+from spend.money import usd, usd_or_none, usd_text
 from spend.store import Event
 
 PROJECTION_MIN_ELAPSED = Decimal("0.1")
@@ -117,34 +116,29 @@ def _projection(notify: Notify, customer_id: str, spend: int, now: float, window
 def _event(
     name, customer_id, spend_units, notify, message, now, mark=None, projection=(None, None), event_id=None
 ) -> Event:
-    """One event; `projection` is (projected_spend, projected_exceeded_date) for projected_limit_exceeded."""
+    """One event, its body written by the JSON encoder: LiteLLM's keys in the seed's order, then
+    Tollgate's; `projection` is (projected_spend, projected_exceeded_date) for projected_limit_exceeded."""
     event_id = event_id or new_event_id(now)
     projected_spend, projected_date = projection
-    body = PAYLOAD % (
-        plain_float(usd(spend_units)),
-        _value(_money(notify.max_budget_units)),
-        _value(notify.token),
-        _value(customer_id),
-        _value(projected_date),
-        _value(projected_spend),
-        encode_basestring(name),
-        encode_basestring(message),
-        _value(_money(notify.soft_budget_units)),
-        encode_basestring(event_id),
-        encode_basestring(iso(now)),
-    )
-    return Event(event_id, name, customer_id, body, mark)
-
-
-# The payload as compact JSON, exactly as `plain_json.dumps` writes it (LiteLLM's keys in the
-# seed's order, then Tollgate's), filled in by `_event` with each value already JSON: a string
-# through the C string encoder, money as a plain decimal, None as null. The general encoder
-# (pure Python, for the plain-decimal floats) took ~35 µs per event; this takes a few.
-PAYLOAD = (
-    '{"spend":%s,"max_budget":%s,"token":%s,"customer_id":%s,"user_id":null,"team_id":null,'
-    '"user_email":null,"key_alias":null,"projected_exceeded_date":%s,"projected_spend":%s,"event":%s,'
-    '"event_group":"customer","event_message":%s,"soft_budget":%s,"event_id":%s,"created_at":%s}'
-)
+    payload = {
+        "spend": usd(spend_units),
+        "max_budget": usd_or_none(notify.max_budget_units),
+        "token": notify.token,
+        "customer_id": customer_id,
+        "user_id": None,
+        "team_id": None,
+        "user_email": None,
+        "key_alias": None,
+        "projected_exceeded_date": projected_date,
+        "projected_spend": projected_spend,
+        "event": name,
+        "event_group": "customer",
+        "event_message": message,
+        "soft_budget": usd_or_none(notify.soft_budget_units),
+        "event_id": event_id,
+        "created_at": iso(now),
+    }
+    return Event(event_id, name, customer_id, plain_json.dumps(payload), mark)
 
 
 def new_event_id(now: float) -> str:
@@ -161,22 +155,10 @@ def call_event_id(request_id: str, now: float) -> str:
     return f"evt_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{digest}"
 
 
-def _value(value: str | float | None) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, float):
-        return plain_float(value)
-    return encode_basestring(value)
-
-
 def probe_event(now: float, token: str | None) -> Event:
     """The event `GET /health/services?service=webhook` sends."""
     notify = Notify(token=token)
     return _event("webhook_test", None, 0, notify, "Test event from Tollgate: the webhook is reachable.", now)
-
-
-def _money(units: int | None) -> float | None:
-    return None if units is None else usd(units)
 
 
 def iso(epoch: float) -> str:
