@@ -4,8 +4,8 @@ Worker model: gthread. An LLM call holds its request for seconds to minutes whil
 thinks, and a sync worker would serve one such call per process. gthread gives each worker a
 pool of OS threads: a waiting call costs one idle thread (the GIL is released while it waits on
 the socket and while SQLite works), so 2 workers x 512 threads hold 1,024 calls in flight on a
-2-core box (1,000 streams held at once take ~350 MiB in all: docs/performance.md). Threads are
-started as calls need them, so an idle worker stays small. The worker's main loop reports to
+2-core box (memory per call held: docs/performance.md). Threads are started as calls need
+them, so an idle worker stays small. The worker's main loop reports to
 the arbiter every second whatever its threads are doing, so `timeout` never kills a long call.
 gevent would hold more connections per worker, but it would stall every call in a worker
 whenever SQLite waits for its write lock.
@@ -45,8 +45,8 @@ except (ConfigError, StoreUnavailable, MigrationsPending) as exc:
     sys.exit(1)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
-# Two workers on two cores: a third or fourth added 8-12% of throughput at 32 clients but
-# 40-100% to the p99 and ~45 MiB each (docs/performance.md, "Workers and threads").
+# Two workers on two cores: more workers than cores added a little throughput and much more to
+# the p99, and memory each (docs/performance.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))

@@ -16,10 +16,10 @@
   connection defines `units_add`, `units_le` and `units_sum`, which compute on them exactly.
 - The WAL is copied back into the database (a checkpoint, with its fsyncs) by a background
   thread in each worker ten times a second (`start_background`), not by whichever call's commit
-  happens to pass SQLite's default 1000 pages: that call waited ~10 ms, which was the whole p99
-  of a single client. Checkpoints stall concurrent commits in proportion to their size, so they
-  are kept small (single-client p99, bench.run: every 2 s 33 ms, every 0.5 s 6.3 ms, every
-  0.1 s 2.3 ms). Should the thread not run, SQLite still checkpoints at 10000 pages.
+  happens to pass SQLite's default 1000 pages: that call waited for it, and at one client that
+  was the whole p99. Checkpoints stall concurrent commits in proportion to their size, so they
+  are kept small by running often (docs/performance.md has the measurement). Should the thread
+  not run, SQLite still checkpoints at 10000 pages.
 """
 
 from __future__ import annotations
