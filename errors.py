@@ -13,6 +13,7 @@ Every error a client sees has the OpenAI envelope:
     ├── BudgetExceeded        422  budget_exceeded (status from budget_exceeded_status_code)
     ├── RateLimited           429  rate_limit_error, with retry-after
     ├── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
+    ├── unstorable value      spend.store.Unstorable: 400 invalid_request_error (text with NUL on PostgreSQL)
     └── storage unavailable   spend.store.StoreUnavailable: 503 service_unavailable, with retry-after
                               (the database cannot be reached or written: no call is served uncharged)
 
@@ -29,7 +30,7 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from providers.base import UpstreamError
-from spend.store import StoreUnavailable
+from spend.store import StoreUnavailable, Unstorable
 
 log = logging.getLogger("tollgate")
 
@@ -120,6 +121,10 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(503, message, "service_unavailable")
         response.headers["retry-after"] = "1"
         return response
+
+    @app.errorhandler(Unstorable)
+    def _unstorable(exc: Unstorable):
+        return error_response(400, f"A value in the request cannot be stored: {exc}", "invalid_request_error")
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):

@@ -30,6 +30,15 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def text_arg(name: str, *aliases: str) -> str | None:
+    """A text query parameter (or the first of its `aliases` that is set); None when absent or
+    empty; a 400 when it holds a NUL character, which no database can match."""
+    raw = next((request.args.get(key) for key in (name, *aliases) if request.args.get(key)), None)
+    if raw is not None and "\x00" in raw:
+        raise BadRequest(f"{name} must not contain NUL characters", param=name)
+    return raw or None
+
+
 def page_arg(name: str, default: int, maximum: int | None) -> int:
     """A whole-number query parameter within [1, maximum]; a 400 naming it otherwise."""
     raw = request.args.get(name)

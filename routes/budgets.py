@@ -51,7 +51,7 @@ def budget_update():
 def budget_info():
     body = json_body()
     budget_ids = body.get("budgets")
-    if not isinstance(budget_ids, list) or not budget_ids or not all(isinstance(b, str) for b in budget_ids):
+    if not isinstance(budget_ids, list) or not budget_ids or not all(fields.is_text(b) for b in budget_ids):
         raise BadRequest(f"Specify list of budget id's to query. Passed in={budget_ids!r}", param="budgets")
     gw = gateway_state.current()
     now = gw.clock()

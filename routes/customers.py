@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 import gateway as gateway_state
 from errors import BadRequest, NotFound
-from routes import fields, json_body, page_arg
+from routes import fields, json_body, page_arg, text_arg
 from spend.admission import window_end
 from spend.budgets import Account, effective_spend
 from spend.money import usd, usd_or_none
@@ -69,7 +69,7 @@ def budget_object(budget: Budget, now: float) -> dict:
 
 @customer_route("info", ["GET"])
 def customer_info():
-    user_id = request.args.get("end_user_id")
+    user_id = text_arg("end_user_id")
     if user_id is None or not user_id.strip():
         raise BadRequest("Missing query parameter end_user_id", param="end_user_id")
     gw = gateway_state.current()
@@ -179,7 +179,7 @@ def customer_delete():
 def customer_list():
     page = page_arg("page", 1, None)
     page_size = page_arg("page_size", 50, MAX_PAGE_SIZE)
-    search = request.args.get("search") or None
+    search = text_arg("search")
     gw = gateway_state.current()
     customers, total = gw.store.admin.list_customers((page - 1) * page_size, page_size, search)
     now = gw.clock()

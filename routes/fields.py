@@ -68,9 +68,16 @@ def _bad_moment(value: Any, field: str):
     raise BadRequest(f"{field} must be an ISO-8601 time such as 2026-12-01T00:00:00Z, got {value!r}", param=field)
 
 
+def is_text(value: Any) -> bool:
+    """A string any database can store and match: no NUL character (PostgreSQL text has none)."""
+    return isinstance(value, str) and "\x00" not in value
+
+
 def text(value: Any, field: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise BadRequest(f"{field} must be a string, got {value!r}", param=field)
+    if value is not None and "\x00" in value:
+        raise BadRequest(f"{field} must not contain NUL characters", param=field)
     return value
 
 
@@ -83,8 +90,8 @@ def boolean(value: Any, field: str) -> bool | None:
 def string_list(value: Any, field: str) -> list[str] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise BadRequest(f"{field} must be a list of strings", param=field)
+    if not isinstance(value, list) or not all(is_text(item) for item in value):
+        raise BadRequest(f"{field} must be a list of strings without NUL characters", param=field)
     return value
 
 

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 import gateway as gateway_state
 from errors import BadRequest
-from routes import page_arg
+from routes import page_arg, text_arg
 from spend import periods
 from spend.money import usd, usd_text
 from spend.store import SpendLogFilter, SpendLogRow
@@ -34,8 +34,8 @@ COLUMNS = (
 def spend_logs():
     as_csv = request.args.get("format") == "csv" or request.accept_mimetypes.best == "text/csv"
     where = SpendLogFilter(
-        customer_id=request.args.get("end_user") or request.args.get("customer_id") or None,
-        model=request.args.get("model") or None,
+        customer_id=text_arg("end_user", "customer_id"),
+        model=text_arg("model"),
         since=_bound("start_date", end=False),
         until=_bound("end_date", end=True),
     )

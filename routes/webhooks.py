@@ -6,7 +6,7 @@ from flask import Blueprint, g, jsonify, request
 
 import gateway as gateway_state
 from errors import BadRequest, error_response
-from routes import json_body, page_arg
+from routes import fields, json_body, page_arg
 from spend.outbox import RETRY_WINDOW_SECONDS
 from webhooks import events
 
@@ -60,7 +60,7 @@ def requeue():
     if event_ids is None and body.get("status") != "dead":
         raise BadRequest('Send {"event_ids": [...]} or {"status": "dead"}', param="event_ids")
     if event_ids is not None and (
-        not isinstance(event_ids, list) or not all(isinstance(e, str) for e in event_ids) or not event_ids
+        not isinstance(event_ids, list) or not all(fields.is_text(e) for e in event_ids) or not event_ids
     ):
         raise BadRequest("event_ids must be a non-empty list of event ids", param="event_ids")
     gw = gateway_state.current()

@@ -3,7 +3,9 @@
 A customer's spend lives in accounts: scope `""` is the customer's budget, scope `<model>` a
 per-model budget. Admission reserves a call's worst-case cost in every account that has a limit:
 - standard: a call is refused when nothing is left; its reservation is capped at what is left,
-  so however many calls run at once a customer ends at most one call's cost above its budget;
+  and only one call at a time may hold a capped reservation on an account (another that would
+  need one is refused until it settles), so however many calls run at once a customer ends at
+  most one call's cost above its budget;
 - strict: the whole worst case must fit, and `max_tokens` is lowered to what the remaining
   budget can pay, so spend never passes the budget.
 Rate limits count the requests (rpm) and settled tokens (tpm) of the last 60 seconds.
@@ -34,6 +36,7 @@ class Account:
     spend_units: int = 0
     reserved_units: int = 0
     period_end: float | None = None
+    capped_in_flight: bool = False  # a call admitted with less than its worst case reserved has not settled
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Plan:
 
     reservations: dict[str, int] = field(default_factory=dict)
     max_tokens: int | None = None
+    capped: frozenset[str] = frozenset()  # scopes where the reservation is less than the worst case
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,16 @@ def plan_admission(
     for limit, account in accounts:
         spent = effective_spend(account, now)
         remaining = limit.max_units - spent - account.reserved_units
-        if remaining <= 0:
+        # Standard mode lets one call at a time run on less than its worst case: two such calls
+        # could each end above what they reserved, and together pass the budget by more than one call.
+        if remaining <= 0 or (not strict and account.capped_in_flight and estimate.units > remaining):
             return OverBudget(limit.scope, spent, limit.max_units)
         left[limit.scope] = remaining
     if not left:
         return Plan()
     if not strict:
-        return Plan({scope: min(estimate.units, remaining) for scope, remaining in left.items()})
+        capped = frozenset(scope for scope, remaining in left.items() if estimate.units > remaining)
+        return Plan({scope: min(estimate.units, remaining) for scope, remaining in left.items()}, capped=capped)
     return _strict_plan(left, estimate, accounts)
 
 

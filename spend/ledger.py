@@ -9,6 +9,8 @@ still one conditional UPDATE that refuses to pass the limit.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from spend import budgets
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
 from spend.outbox import add_events
@@ -77,7 +79,12 @@ class SQLLedger:
             for scope, units in self._release_expired(tx, customer, now):
                 if scope in accounts:
                     held = accounts[scope]
-                    accounts[scope] = Account(held.spend_units, held.reserved_units - units, held.period_end)
+                    accounts[scope] = replace(held, reserved_units=held.reserved_units - units)
+            for (scope,) in tx.execute(
+                "SELECT DISTINCT scope FROM reservations WHERE user_id = ? AND capped", (customer,)
+            ).fetchall():
+                if scope in accounts:
+                    accounts[scope] = replace(accounts[scope], capped_in_flight=True)
         if request.rate_limits is not None:
             over_rate = budgets.check_rate(request.rate_limits, self._rate_usage(tx, customer, now), now)
             if over_rate is not None:
@@ -87,7 +94,7 @@ class SQLLedger:
         if isinstance(decision, OverBudget):
             return decision
         for limit in request.limits:
-            self._reserve(tx, request, limit, decision.reservations[limit.scope])
+            self._reserve(tx, request, limit, decision.reservations[limit.scope], limit.scope in decision.capped)
         if request.rate_limits is not None:
             tx.execute(
                 "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
@@ -141,7 +148,7 @@ class SQLLedger:
         ).fetchone()
         return RateUsage(int(count), int(tokens), oldest)
 
-    def _reserve(self, tx: Cursor, request: AdmissionRequest, limit, units: int) -> None:
+    def _reserve(self, tx: Cursor, request: AdmissionRequest, limit, units: int, capped: bool) -> None:
         """Add the reservation; the statement itself refuses to pass the limit (belt and braces)."""
         cursor = tx.execute(
             _RESERVE,
@@ -157,8 +164,9 @@ class SQLLedger:
         if cursor.rowcount != 1:
             raise RuntimeError(f"reservation for {request.customer_id!r} would pass its budget")
         tx.execute(
-            "INSERT INTO reservations (request_id, user_id, scope, units, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (request.request_id, request.customer_id, limit.scope, self.db.units(units), request.expires_at),
+            "INSERT INTO reservations (request_id, user_id, scope, units, expires_at, capped) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (request.request_id, request.customer_id, limit.scope, self.db.units(units), request.expires_at, capped),
         )
 
     # -- settlement ----------------------------------------------------------------------

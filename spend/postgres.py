@@ -35,7 +35,7 @@ from spend import migrations
 from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
 from spend.outbox import SQLOutbox
-from spend.store import Store, StoreUnavailable, iso_timestamp
+from spend.store import Store, StoreUnavailable, Unstorable, iso_timestamp
 
 POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection before it is answered 503
 PING_TIMEOUT_SECONDS = 2.0
@@ -109,6 +109,8 @@ class PostgresDatabase:
                 return op(_Cursor(connection))
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
+        except psycopg.DataError as exc:
+            raise Unstorable(_first_line(exc)) from exc
 
     def read(self, op: Callable[[_Cursor], Any]) -> Any:
         try:
@@ -116,6 +118,8 @@ class PostgresDatabase:
                 return op(_Cursor(connection))
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
+        except psycopg.DataError as exc:
+            raise Unstorable(_first_line(exc)) from exc
 
     @staticmethod
     def units(value: int | None) -> int | None:

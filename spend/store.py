@@ -240,6 +240,11 @@ class Missing(Exception):
         self.ids = ids
 
 
+class Unstorable(ValueError):
+    """A value the database cannot hold or compare (PostgreSQL text cannot contain NUL): the
+    request is refused; nothing was stored."""
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached or cannot write; nothing was stored. The message names the
     database (host and name, or file) and what went wrong, never a password."""

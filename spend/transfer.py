@@ -53,8 +53,8 @@ TABLES = (
         "user_id, scope",
         money=("spend_units", "reserved_units"),
     ),
-    Table("reservations", ("request_id", "user_id", "scope", "units", "expires_at"), "request_id, scope",
-          money=("units",)),
+    Table("reservations", ("request_id", "user_id", "scope", "units", "expires_at", "capped"), "request_id, scope",
+          flags=("capped",), money=("units",)),
     Table("rate_events", ("request_id", "user_id", "at", "tokens"), "at, request_id"),
     Table(
         "spend_logs",

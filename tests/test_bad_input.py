@@ -81,7 +81,8 @@ def test_body_over_ten_mib_is_413(client, baseline):
 def test_unusable_customer_id_is_400(client, baseline, customer, store):
     response = client.post("/chat/completions", json=chat_body(model="mock-model", user=customer), headers=AUTH)
     assert_openai_error(response, 400, "invalid_request_error", "user")
-    assert store.admin.get_customer(customer) is None
+    customers, _ = store.admin.list_customers(0, 100, None)
+    assert customer not in [stored.user_id for stored in customers]
 
 
 @pytest.mark.parametrize("customer", ["'; DROP TABLE customers; --", "Robert'); DELETE FROM spend_logs;--", "1 OR 1=1"])
@@ -201,3 +202,21 @@ def test_stream_flag_that_is_not_a_boolean_is_400(client, baseline):
     assert_openai_error(
         client.post("/chat/completions", json=body, headers=AUTH), 400, "invalid_request_error", "stream"
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_args"),
+    [
+        ("get", "/customer/info", {"query_string": {"end_user_id": "a\x00b"}}),
+        ("get", "/customer/list", {"query_string": {"search": "\x00"}}),
+        ("get", "/spend/logs", {"query_string": {"end_user": "\x00"}}),
+        ("post", "/customer/new", {"json": {"user_id": "nul-alias", "alias": "a\x00"}}),
+        ("post", "/budget/new", {"json": {"budget_id": "tier\x00"}}),
+        ("post", "/budget/info", {"json": {"budgets": ["tier\x00"]}}),
+        ("post", "/webhooks/requeue", {"json": {"event_ids": ["evt\x00"]}}),
+    ],
+)
+def test_a_nul_character_in_an_id_or_text_is_400_on_every_engine(client, baseline, store, method, path, request_args):
+    response = getattr(client, method)(path, headers=AUTH, **request_args)
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert store.admin.get_customer("nul-alias") is None and store.admin.get_budget("tier") is None

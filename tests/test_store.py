@@ -185,10 +185,38 @@ def test_a_failed_call_gives_back_its_reservation_and_charges_nothing(contract_s
 
 def test_admission_refuses_once_spend_and_reservations_reach_the_budget(contract_store):
     contract_store.ledger.record_call(call("capped", cost=900))
-    assert contract_store.ledger.admit(admission(call("capped"), 1_000, Estimate(500, 0, 1))) == Plan({"": 100})
+    first = contract_store.ledger.admit(admission(call("capped"), 1_000, Estimate(500, 0, 1)))
+    assert first == Plan({"": 100}, capped=frozenset({""}))
     refused = contract_store.ledger.admit(admission(call("capped"), 1_000, Estimate(500, 0, 1)))
     assert refused == OverBudget("", 900, 1_000)
     assert accounts(contract_store, "capped") == [(900, 100)]
+
+
+def test_only_one_call_at_a_time_runs_on_a_capped_reservation(contract_store):
+    """Budget 600, worst case 91, real cost 60: a call that settles below its worst case frees
+    room, which a later call may use in full but not capped while another capped call runs; so
+    the budget ends at most one call above its limit however admissions and settlements interleave."""
+    ledger, worst, cost = contract_store.ledger, Estimate(51, 2, 20, max_tokens_sent=True), 60
+    running: list[CallRecord] = []
+
+    def admit() -> None:
+        record = call("tight", cost=cost)
+        if isinstance(ledger.admit(admission(record, 600, worst)), Plan):
+            running.append(record)
+        [(capped,)] = sql_rows(contract_store, "SELECT COUNT(*) FROM reservations WHERE capped")
+        assert capped <= 1
+
+    for _ in range(7):  # six reservations of 91 and one capped at the 54 left
+        admit()
+    assert len(running) == 7
+    for _ in range(12):  # settle the oldest call, then try another
+        if running:
+            ledger.record_call(running.pop(0), Settlement(reserved=True))
+        admit()
+    for record in running:
+        ledger.record_call(record, Settlement(reserved=True))
+    spend = contract_store.admin.get_customer("tight").spend_units
+    assert 600 - cost < spend <= 600 + cost
 
 
 # -- money of any size -------------------------------------------------------------------------
@@ -228,7 +256,7 @@ def test_admission_against_a_budget_past_int64_reserves_exactly(contract_store):
     first = call("whale", cost=10**12)
     assert contract_store.ledger.admit(admission(first, limit, Estimate(4 * 10**12, 0, 1))) == Plan({"": 4 * 10**12})
     assert contract_store.ledger.admit(admission(call("whale"), limit, Estimate(4 * 10**12, 0, 1))) == Plan(
-        {"": 10**12}  # what is left of the budget
+        {"": 10**12}, capped=frozenset({""})  # what is left of the budget
     )
     assert isinstance(contract_store.ledger.admit(admission(call("whale"), limit, Estimate(1, 0, 1))), OverBudget)
     contract_store.ledger.record_call(first, Settlement(reserved=True))

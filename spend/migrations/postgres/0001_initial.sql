@@ -53,6 +53,7 @@ CREATE TABLE reservations (
     scope TEXT NOT NULL,
     units NUMERIC NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL,
+    capped BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (request_id, scope)
 );
 

@@ -8,6 +8,8 @@
   rendered as they would have been posted (same `event_id` and body) and put in the outbox, then
   the spend log's announcement columns and the cursor tables go.
 - The outbox gets `seq INTEGER PRIMARY KEY`, the order events were written in.
+- A reservation says whether it is `capped` (less than its call's worst case): standard budget
+  enforcement lets one such call at a time run per account.
 
 Rendering those waiting events needs the payload's format, which only `webhooks.events` knows:
 this one data migration imports it; the store itself never does.
@@ -42,6 +44,7 @@ def upgrade(connection) -> None:
             _as_text(connection, table, column, constraint)
     for column in ("announced", "key_hash", "max_budget_units", "soft_budget_units"):
         connection.execute(f"ALTER TABLE spend_logs DROP COLUMN {column}")
+    connection.execute("ALTER TABLE reservations ADD COLUMN capped INTEGER NOT NULL DEFAULT 0")
     connection.execute("DROP TABLE webhook_claims")
     connection.execute("DROP TABLE webhook_cursor")
     _rebuild_outbox(connection)
