@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,41 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def server_env(config: Path, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a test server: its config file, its own database (from the
+    `database_url` fixture, so it runs on the suite's engine), the master key, and `settings`."""
+    from tests.helpers import MASTER_KEY
+
+    return {"CONFIG_FILE_PATH": str(config), "DATABASE_URL": database_url, "LITELLM_MASTER_KEY": MASTER_KEY, **settings}
+
+
 @contextmanager
 def tollgate_server(env: dict[str, str], *, workers: int = 2, start_timeout: float = 30.0) -> Iterator[Server]:
     """Run the Procfile command with `env` added; yield once it answers; stop it by pid."""
+    with tollgate_servers([env], workers=workers, start_timeout=start_timeout) as [server]:
+        yield server
+
+
+@contextmanager
+def tollgate_servers(
+    envs: list[dict[str, str]], *, workers: int = 2, start_timeout: float = 30.0
+) -> Iterator[list[Server]]:
+    """Several instances at once (one per env), started together as boxes of one deployment
+    start; yield once every one answers; each is stopped by its pid."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(_launched(env, workers)) for env in envs]
+        stack.callback(stop_all, [server.process for server in servers])  # runs first: stops them together
+        for server in servers:
+            _wait_until_serving(server, start_timeout)
+        yield servers
+
+
+@contextmanager
+def _launched(env: dict[str, str], workers: int) -> Iterator[Server]:
+    """The Procfile command started with `env`, stopped by its pid (and its log removed) on exit."""
+    if not env.get("DATABASE_URL"):
+        # Without it the server would use tollgate.db in the repository.
+        raise ValueError("a test server needs its own DATABASE_URL (the database_url fixture)")
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": str(workers), **env}
     log_file = tempfile.NamedTemporaryFile(prefix="tollgate-", suffix=".log", delete=False)
@@ -63,7 +95,6 @@ def tollgate_server(env: dict[str, str], *, workers: int = 2, start_timeout: flo
     )
     server = Server(f"http://127.0.0.1:{port}", process, Path(log_file.name))
     try:
-        _wait_until_serving(server, start_timeout)
         yield server
     finally:
         stop(process)
@@ -86,14 +117,31 @@ def _wait_until_serving(server: Server, timeout: float) -> None:
 
 
 def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL what is left after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-    except ProcessLookupError:
-        pass
+    """Stop one server we started: see `stop_all`."""
+    stop_all([process], grace)
+
+
+def stop_all(processes: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM the gunicorn masters we started, all at once (each stops its own workers
+    gracefully), then SIGKILL the process group of any still running after `grace` seconds.
+
+    Only the master is signalled: a worker signalled directly can exit before the master takes
+    its own SIGTERM, the master then forks a replacement, and a replacement signalled before it
+    has installed its handlers (during `post_fork`) ignores the signal until the graceful timeout.
+    """
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(5)

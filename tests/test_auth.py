@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import MASTER_KEY, assert_openai_error, chat_body
+from tests.servers import free_port
 
 GUARDED = [
     ("post", "/chat/completions"),
@@ -67,5 +68,8 @@ def test_readiness_is_503_when_the_database_is_unreachable(make_app, tmp_path):
     app = make_app()
     store = app.extensions["tollgate"].store
     store.engine.close()
-    store.engine.path = str(tmp_path / "missing-dir" / "db.sqlite")
+    if hasattr(store.engine, "path"):  # SQLite: a file in a folder that does not exist
+        store.engine.path = str(tmp_path / "missing-dir" / "db.sqlite")
+    else:  # PostgreSQL: a port nothing listens on
+        store.engine.url = f"postgresql://postgres@127.0.0.1:{free_port()}/gone"
     assert_openai_error(app.test_client().get("/health/readiness"), 503, "service_unavailable")

@@ -1,4 +1,4 @@
-"""Budgets that concurrency cannot break: 4 real gunicorn workers, one SQLite file, a local upstream."""
+"""Budgets that concurrency cannot break: 4 real gunicorn workers, one database, a local upstream."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 import requests
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import AUTH, MASTER_KEY, PRICED, write_config
-from tests.servers import tollgate_server
+from tests.helpers import AUTH, PRICED, write_config
+from tests.servers import server_env, tollgate_server
 
 PER_CALL = Decimal("0.06")  # the fake upstream's 20 + 20 tokens at 0.001 / 0.002
 
 
 @pytest.fixture(scope="module", params=["standard", "strict"])
-def server(request, tmp_path_factory):
+def server(request, tmp_path_factory, module_database_url):
     directory = tmp_path_factory.mktemp(request.param)
     with FakeUpstream(delay_ms=100) as upstream:
         models = [
@@ -32,12 +32,7 @@ def server(request, tmp_path_factory):
             models,
             litellm_settings={"budget_enforcement": request.param, "max_end_user_budget_id": "one-call-tier"},
         )
-        env = {
-            "CONFIG_FILE_PATH": str(config),
-            "DATABASE_URL": f"sqlite:///{directory / 'tollgate.db'}",
-            "LITELLM_MASTER_KEY": MASTER_KEY,
-        }
-        with tollgate_server(env, workers=4) as running:
+        with tollgate_server(server_env(config, module_database_url()), workers=4) as running:
             running.mode = request.param
             yield running
 

@@ -1,9 +1,8 @@
-"""Tollgate under its Procfile command: real gunicorn workers, a real SQLite file, a local upstream."""
+"""Tollgate under its Procfile command: real gunicorn workers, the suite's database, a local upstream."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import threading
 import time
@@ -14,16 +13,17 @@ from decimal import Decimal
 import pytest
 import requests
 
+from spend.engines import open_store
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import AUTH, MASTER_KEY, PRICED, write_config
-from tests.servers import REPO, free_port, procfile_command, tollgate_server
+from tests.helpers import AUTH, PRICED, sql_rows, write_config
+from tests.servers import REPO, free_port, procfile_command, server_env, tollgate_server
 
 CUSTOMERS = [f"customer-{n}" for n in range(8)]
 # 20 prompt + 20 completion tokens at 0.001 / 0.002 per token: 0.06 a call.
 PER_CALL = 20 * Decimal(str(PRICED["input_cost_per_token"])) + 20 * Decimal(str(PRICED["output_cost_per_token"]))
 
 
-def server_env(tmp_path, upstream_url, **model_params):
+def gpt_test_env(tmp_path, database_url, upstream_url, **model_params):
     models = [
         {
             "model_name": "gpt-test",
@@ -36,15 +36,13 @@ def server_env(tmp_path, upstream_url, **model_params):
             },
         }
     ]
-    config = write_config(tmp_path, models)
-    database = tmp_path / "tollgate.db"
-    env = {"CONFIG_FILE_PATH": str(config), "DATABASE_URL": f"sqlite:///{database}", "LITELLM_MASTER_KEY": MASTER_KEY}
-    return env, database
+    return server_env(write_config(tmp_path, models), database_url)
 
 
-def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path):
+def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path, database_url, stores):
+    url = database_url()
     with FakeUpstream(delay_ms=200) as upstream:
-        env, database = server_env(tmp_path, upstream.url)
+        env = gpt_test_env(tmp_path, url, upstream.url)
         with tollgate_server(env, workers=4) as server:
             barrier = threading.Barrier(400, timeout=30)
 
@@ -66,20 +64,21 @@ def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path):
             assert len(worker_pids) == 4
         assert upstream.calls == 400
 
-    with sqlite3.connect(database) as db:
-        assert db.execute("SELECT COUNT(*), SUM(cost_units) FROM spend_logs WHERE status = 'success'").fetchone() == (
-            400,
-            400 * int(PER_CALL * 10**12),
-        )
-        spends = db.execute("SELECT spend_units FROM spend_accounts WHERE scope = ''").fetchall()
-        assert spends == [(50 * int(PER_CALL * 10**12),)] * 8
+    store = open_store(url)
+    stores.append(store)
+    [(count, total)] = sql_rows(
+        store, "SELECT COUNT(*), units_sum(cost_units) FROM spend_logs WHERE status = 'success'"
+    )
+    assert (count, int(total)) == (400, 400 * int(PER_CALL * 10**12))
+    spends = sql_rows(store, "SELECT user_id, spend_units FROM spend_accounts WHERE scope = ''")
+    assert sorted((user, int(units)) for user, units in spends) == [(c, 50 * int(PER_CALL * 10**12)) for c in CUSTOMERS]
 
 
-def test_long_call_is_not_killed_by_the_worker_timeout(tmp_path):
+def test_long_call_is_not_killed_by_the_worker_timeout(tmp_path, database_url):
     # A gthread worker reports to the arbiter about once a second whatever its threads do, so a
     # timeout of 1 s races that heartbeat; 3 s leaves it room, and the call lasts twice as long.
     with FakeUpstream(delay_ms=6000) as upstream:
-        env, _ = server_env(tmp_path, upstream.url)
+        env = gpt_test_env(tmp_path, database_url(), upstream.url)
         env["GUNICORN_CMD_ARGS"] = "--timeout 3"
         with tollgate_server(env, workers=1) as server:
             body = {"model": "gpt-test", "user": "patient", "messages": [{"role": "user", "content": "think"}]}
@@ -88,9 +87,9 @@ def test_long_call_is_not_killed_by_the_worker_timeout(tmp_path):
             assert "WORKER TIMEOUT" not in server.log()
 
 
-def test_port_and_web_concurrency_are_honoured(tmp_path):
+def test_port_and_web_concurrency_are_honoured(tmp_path, database_url):
     with FakeUpstream() as upstream:
-        env, _ = server_env(tmp_path, upstream.url)
+        env = gpt_test_env(tmp_path, database_url(), upstream.url)
         with tollgate_server(env, workers=3) as server:
             assert requests.get(f"{server.url}/health/liveliness", timeout=5).json() == "I'm alive!"
             deadline = time.monotonic() + 10
@@ -112,8 +111,8 @@ def run_procfile(env, seconds=30):
     )
 
 
-def test_server_refuses_to_start_without_a_master_key(tmp_path):
-    env, _ = server_env(tmp_path, "http://127.0.0.1:9/v1")
+def test_server_refuses_to_start_without_a_master_key(tmp_path, database_url):
+    env = gpt_test_env(tmp_path, database_url(), "http://127.0.0.1:9/v1")
     del env["LITELLM_MASTER_KEY"]
     result = run_procfile(env)
     assert result.returncode != 0
@@ -121,8 +120,8 @@ def test_server_refuses_to_start_without_a_master_key(tmp_path):
     assert "Booting worker" not in result.stderr
 
 
-def test_server_refuses_a_broken_config_listing_every_problem(tmp_path):
-    env, _ = server_env(tmp_path, "http://127.0.0.1:9/v1", rpm="fast")
+def test_server_refuses_a_broken_config_listing_every_problem(tmp_path, database_url):
+    env = gpt_test_env(tmp_path, database_url(), "http://127.0.0.1:9/v1", rpm="fast")
     (tmp_path / "config.yaml").write_text((tmp_path / "config.yaml").read_text().replace("openai/", "azur/"))
     result = run_procfile(env)
     assert result.returncode != 0
@@ -131,9 +130,9 @@ def test_server_refuses_a_broken_config_listing_every_problem(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [b"{not json", b"[]"])
-def test_bad_input_leaves_real_workers_healthy(tmp_path, bad):
+def test_bad_input_leaves_real_workers_healthy(tmp_path, database_url, bad):
     with FakeUpstream() as upstream:
-        env, _ = server_env(tmp_path, upstream.url)
+        env = gpt_test_env(tmp_path, database_url(), upstream.url)
         with tollgate_server(env, workers=2) as server:
             for _ in range(20):
                 response = requests.post(f"{server.url}/chat/completions", data=bad, headers=AUTH, timeout=10)

@@ -7,11 +7,11 @@ import pytest
 
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import MASTER_KEY, PRICED, write_config
-from tests.servers import tollgate_server
+from tests.servers import server_env, tollgate_server
 
 
 @pytest.fixture(scope="module")
-def sdk(tmp_path_factory):
+def sdk(tmp_path_factory, module_database_url):
     directory = tmp_path_factory.mktemp("sdk")
     with FakeUpstream(chunks=4) as upstream:
         models = [
@@ -24,11 +24,7 @@ def sdk(tmp_path_factory):
                 "litellm_params": {"model": "openai/embed-test", "api_base": upstream.url, "api_key": "none", **PRICED},
             },
         ]
-        env = {
-            "CONFIG_FILE_PATH": str(write_config(directory, models)),
-            "LITELLM_MASTER_KEY": MASTER_KEY,
-            "DATABASE_URL": f"sqlite:///{directory / 'tollgate.db'}",
-        }
+        env = server_env(write_config(directory, models), module_database_url())
         with tollgate_server(env, workers=2) as server:
             yield openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0), server
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from spend.store import open_store
+from spend.engines import open_store
 from tests.webhook_sink import WebhookSink
 from thread_names import CHECKPOINT, DELIVERY
 from webhooks.dispatcher import Dispatcher
@@ -34,8 +34,8 @@ def counts(timeout: float, wanted: dict[str, int]) -> dict[str, int]:
         time.sleep(0.01)
 
 
-def test_the_delivery_and_checkpoint_threads_are_named_for_the_os(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'spend.db'}")
+def test_the_delivery_and_checkpoint_threads_are_named_for_the_os(database_url):
+    store = open_store(database_url("sqlite", "spend.db"))  # the checkpoint thread is SQLite's
     store.engine.migrate()
     with WebhookSink() as sink:
         dispatcher = Dispatcher(store, sink.url)

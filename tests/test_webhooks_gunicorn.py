@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.helpers import AUTH, MASTER_KEY, write_config
-from tests.servers import tollgate_server
+from tests.helpers import AUTH, write_config
+from tests.servers import server_env, tollgate_server
 from tests.webhook_sink import WebhookSink
 
 
-def hooked_env(directory, sink_url):
+def hooked_env(directory, database_url, sink_url):
     models = [
         {
             "model_name": "m",
@@ -23,13 +23,7 @@ def hooked_env(directory, sink_url):
         }
     ]
     config = write_config(directory, models, general_settings={"alerting": ["webhook"]})
-    return {
-        "CONFIG_FILE_PATH": str(config),
-        "DATABASE_URL": f"sqlite:///{directory / 'tollgate.db'}",
-        "LITELLM_MASTER_KEY": MASTER_KEY,
-        "WEBHOOK_URL": sink_url,
-        "WEBHOOK_RETRY_MAX_SECONDS": "2",
-    }
+    return server_env(config, database_url, WEBHOOK_URL=sink_url, WEBHOOK_RETRY_MAX_SECONDS="2")
 
 
 def call(url, user):
@@ -37,9 +31,9 @@ def call(url, user):
     return requests.post(f"{url}/chat/completions", json=body, headers=AUTH, timeout=30).status_code
 
 
-def test_events_survive_a_twenty_second_sink_outage_under_load(tmp_path):
+def test_events_survive_a_twenty_second_sink_outage_under_load(tmp_path, database_url):
     with WebhookSink() as sink:
-        with tollgate_server(hooked_env(tmp_path, sink.url), workers=4) as server:
+        with tollgate_server(hooked_env(tmp_path, database_url(), sink.url), workers=4) as server:
             sink.stop()
             stop_at = time.monotonic() + 20
             served = []
@@ -60,9 +54,9 @@ def test_events_survive_a_twenty_second_sink_outage_under_load(tmp_path):
             assert len({event["event_id"] for event in events}) == len(served)
 
 
-def test_pending_events_survive_killing_every_worker(tmp_path):
+def test_pending_events_survive_killing_every_worker(tmp_path, database_url):
     with WebhookSink() as sink:
-        env = hooked_env(tmp_path, sink.url)
+        env = hooked_env(tmp_path, database_url(), sink.url)
         sink.stop()
         with tollgate_server(env, workers=4) as server:
             barrier = threading.Barrier(40, timeout=30)
