@@ -84,7 +84,9 @@ def test_a_web_process_migrates_an_existing_database_with_progress_before_it_ser
         "migration 0006_exact_money_plain_outbox: applying",
         lines[1],
     ] and lines[1].startswith("migration 0006_exact_money_plain_outbox: done in ")
-    assert open_store(f"sqlite:///{path}").admin.get_customer("old").spend_units == 7_000_000
+    reopened = open_store(f"sqlite:///{path}")
+    assert reopened.admin.get_customer("old").spend_units == 7_000_000
+    reopened.engine.close()
 
 
 def test_with_migrations_in_the_release_phase_a_web_process_refuses_a_database_that_needs_one(tmp_path):
