@@ -26,6 +26,7 @@ from spend.money import to_units
 
 log = logging.getLogger("tollgate")
 
+
 def custom_cost(usage: Usage, prices: Prices) -> Decimal:
     """Cost under custom per-token prices; cached tokens never billed twice."""
     cache_read = prices.cache_read if prices.cache_read is not None else prices.input
