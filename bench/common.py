@@ -6,17 +6,22 @@ Everything runs on 127.0.0.1. Every process started here is stopped by its proce
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import select
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import requests
 import yaml
 
@@ -34,6 +39,13 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 DEFAULT_WORKERS = 2  # gunicorn.conf.py's default when WEB_CONCURRENCY is unset
 UPSTREAM_START_TIMEOUT = 10.0
 SINK_ANSWER_TIMEOUT = 10.0
+INPUT_COST_PER_TOKEN = 0.000001  # USD, the bench model's custom prices
+OUTPUT_COST_PER_TOKEN = 0.000002
+DATABASES = ("sqlite", "postgres")
+# The PostgreSQL server the benchmarks create their throwaway databases on (trust auth, 127.0.0.1).
+POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+CONNECT_TRIES = 40  # a server shared with test suites may be out of connections for a moment
+CONNECT_PAUSE = 0.25
 
 
 @dataclass
@@ -70,6 +82,13 @@ class Sink:
         accepted, distinct = read_line(self.process, SINK_ANSWER_TIMEOUT).split()
         return int(accepted), int(distinct)
 
+    def events(self, prefix: str) -> dict[str, list]:
+        """The events recorded for customers whose id starts with `prefix` (a sink started with
+        `record=True`): {event_id: [event, customer_id, spend as sent, arrivals, distinct bodies, message]}."""
+        self.process.stdin.write(f"events {prefix}\n")
+        self.process.stdin.flush()
+        return json.loads(read_line(self.process, SINK_ANSWER_TIMEOUT))
+
     def wait_for(self, count: int, timeout: float) -> tuple[int, int]:
         """The counts once at least `count` events were accepted, or when `timeout` seconds passed."""
         deadline = time.monotonic() + timeout
@@ -88,10 +107,11 @@ def read_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 @contextmanager
-def webhook_sink(seconds: float, nice: int = 19) -> Iterator[Sink]:
+def webhook_sink(seconds: float, nice: int = 19, record: bool = False) -> Iterator[Sink]:
     """Run the benchmark's webhook receiver in its own process (`bench/sink.py`, at CPU priority
-    `nice`); stop it by pid."""
+    `nice`, keeping every event's arrivals with `record`); stop it by pid."""
     command = [sys.executable, "-m", "bench.sink", "--seconds", str(seconds), "--nice", str(nice)]
+    command += ["--record"] if record else []
     process = subprocess.Popen(
         command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -104,11 +124,14 @@ def webhook_sink(seconds: float, nice: int = 19) -> Iterator[Sink]:
         process.stdout.close()
 
 
-def write_config(directory: Path, upstream_url: str, webhooks: bool = False) -> Path:
+def write_config(
+    directory: Path, upstream_url: str, webhooks: bool = False, litellm_settings: dict | None = None
+) -> Path:
     """Write a config.yaml with the single model `bench-model` served by `upstream_url`.
 
     With `webhooks`, `general_settings.alerting` is `["webhook"]`: every charged call then writes
-    a `spend_tracked` event to the outbox (sent to `WEBHOOK_URL`).
+    a `spend_tracked` event to the outbox (sent to `WEBHOOK_URL`). `litellm_settings`, when
+    given, is written as the config's `litellm_settings` (e.g. `{"budget_enforcement": "strict"}`).
     """
     config = {
         "model_list": [
@@ -118,16 +141,76 @@ def write_config(directory: Path, upstream_url: str, webhooks: bool = False) -> 
                     "model": f"openai/{MODEL}",
                     "api_base": upstream_url,
                     "api_key": "none",
-                    "input_cost_per_token": 0.000001,
-                    "output_cost_per_token": 0.000002,
+                    "input_cost_per_token": INPUT_COST_PER_TOKEN,
+                    "output_cost_per_token": OUTPUT_COST_PER_TOKEN,
                 },
             }
         ],
         "general_settings": general_settings(webhooks),
     }
+    if litellm_settings:
+        config["litellm_settings"] = litellm_settings
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A `DATABASE_URL` of a new, empty database of `kind` (`sqlite` or `postgres`), removed afterwards.
+
+    sqlite: a file in `folder`. postgres: `CREATE DATABASE bench_<random>` on POSTGRES_SERVER,
+    dropped at the end (`DROP DATABASE … WITH (FORCE)`, which also ends any session left on it).
+    """
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
+        return
+    if kind != "postgres":
+        raise ValueError(f"unknown database {kind!r}: expected one of {', '.join(DATABASES)}")
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with connect(POSTGRES_SERVER) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        server = urlsplit(POSTGRES_SERVER)
+        yield urlunsplit((server.scheme, server.netloc, f"/{name}", server.query, server.fragment))
+    finally:
+        try:
+            with connect(POSTGRES_SERVER) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.OperationalError as exc:
+            print(f"could not drop database {name} (drop it by hand): {exc}", file=sys.stderr)
+
+
+def connect(url: str) -> psycopg.Connection:
+    """An autocommit connection to `url`, tried CONNECT_TRIES times CONNECT_PAUSE apart while the
+    server answers that it is out of connections (the test suites share it)."""
+    for attempt in range(CONNECT_TRIES):
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            if "too many clients" not in str(exc) or attempt == CONNECT_TRIES - 1:
+                raise
+            time.sleep(CONNECT_PAUSE)
+    raise AssertionError("unreachable")
+
+
+def postgres_name(database_url: str) -> str | None:
+    """The database name of a PostgreSQL URL (None for a SQLite one)."""
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        return None
+    return urlsplit(database_url).path.lstrip("/") or None
+
+
+def backends(name: str) -> list[int] | None:
+    """The pids of the PostgreSQL server's backends connected to database `name` (pg_stat_activity),
+    asked over a connection to POSTGRES_SERVER's own database, so the asking one is not among them;
+    None when the server could not be asked."""
+    try:
+        with connect(POSTGRES_SERVER) as admin:
+            rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()
+    except psycopg.OperationalError:
+        return None
+    return [pid for (pid,) in rows]
 
 
 def chat_body(user: str) -> dict:

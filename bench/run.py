@@ -22,7 +22,18 @@ the end. Before
 each mode an unmeasured `--warmup` seconds of load at 8 clients goes through Tollgate.
 
     python -m bench.run [--duration 10] [--concurrency 1,8,32,256] [--no-streaming] [--webhooks]
+    python -m bench.run --databases sqlite,postgres [--webhooks] [--concurrency 1,8,32] [--no-streaming]
     python -m bench.run --compare-webhooks [--rounds 3] [--think-ms 2] [--concurrency 1,8]
+
+`--databases` (default `sqlite`) names the stores Tollgate runs on: `sqlite` (a fresh file) and
+`postgres` (a throwaway database `bench_<random>` created on the PostgreSQL server of
+`BENCH_POSTGRES`, default postgresql://postgres@127.0.0.1:5432/postgres, and dropped at the end).
+With more than one, a Tollgate runs on each at once and the points alternate between them: per
+level the upstream directly, then each database in turn (with webhooks on, each database's
+events are delivered before the next one is measured), so a drift of the machine falls on all
+of them alike; one table, with a `database` column and, for PostgreSQL, the CPU per call of the
+server's backends connected to its database (pg_stat_activity, read from /proc; the server's
+shared processes such as the WAL writer are not counted).
 
 `--think-ms N` paces the load: each client waits N ms after an answer before its next call
 (`bench/paced.lua`), so the machine is not saturated and the latency is that of calls arriving at
@@ -91,6 +102,8 @@ class Point:
     busiest_worker: float | None = None  # the busiest worker's share of the workers' CPU, 0-1
     delivery: float | None = None  # the webhook delivery threads' share of the workers' CPU, 0-1
     receiver_cpu: float | None = None  # CPU seconds the webhook receiver (bench/sink.py) used meanwhile
+    database: str = ""  # the store of the Tollgate measured (sqlite or postgres); "" for direct
+    database_cpu: float | None = None  # CPU seconds of the PostgreSQL server processes serving its database
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,13 +129,27 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds before each mode (default 2)")
     parser.add_argument("--workers", type=int, default=common.DEFAULT_WORKERS, help="gunicorn workers (default 2)")
+    parser.add_argument(
+        "--databases", default="sqlite", help="stores Tollgate runs on, side by side: sqlite,postgres (default sqlite)"
+    )
     args = parser.parse_args()
+    args.databases = [name.strip() for name in args.databases.split(",") if name.strip()]
+    unknown = [name for name in args.databases if name not in common.DATABASES]
+    if unknown or not args.databases or len(set(args.databases)) != len(args.databases):
+        parser.error(f"--databases: a list of distinct names among {', '.join(common.DATABASES)}")
+    if args.compare_webhooks and len(args.databases) > 1:
+        parser.error("--compare-webhooks runs on one database at a time")
     args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
     args.modes = [False, True] if args.streaming and not args.compare_webhooks else [False]
     instances = 2 * args.rounds if args.compare_webhooks else 1
-    points = len(args.levels) * len(args.modes) * (instances + 1)
     per_point = args.duration + wrk.EXIT_MARGIN + 2
-    args.lifetime = points * per_point + instances * len(args.modes) * (args.warmup + wrk.EXIT_MARGIN + 60) + 300
+    databases = len(args.databases)
+    points = len(args.levels) * len(args.modes) * (instances * databases + 1)
+    args.lifetime = (
+        points * (per_point + DRAIN_SECONDS)
+        + instances * databases * len(args.modes) * (args.warmup + wrk.EXIT_MARGIN + 60)
+        + 300
+    )
     args.webhooks = args.webhooks or args.compare_webhooks  # the sink is needed
     return args
 
@@ -196,14 +223,15 @@ class PeakRss:
 
 @contextmanager
 def started_tollgate(
-    upstream: common.Upstream, workers: int, webhook_url: str | None
-) -> Iterator[tuple[Server, float]]:
-    """Run the Procfile command on a fresh store; stop it by pid at the end.
+    upstream: common.Upstream, workers: int, webhook_url: str | None, database: str = "sqlite"
+) -> Iterator[tuple[Server, float, str]]:
+    """Run the Procfile command on a fresh store of `database` (`sqlite` or `postgres`); stop it
+    by pid at the end (and drop the PostgreSQL database).
 
-    Yields the server and the seconds from starting the command to its first 200 from
-    /chat/completions, once all its workers are up.
+    Yields the server, the seconds from starting the command to its first 200 from
+    /chat/completions, once all its workers are up, and its DATABASE_URL.
     """
-    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory:
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory, ExitStack() as stack:
         path = Path(directory)
         port = free_port()
         env = {
@@ -211,7 +239,7 @@ def started_tollgate(
             "PORT": str(port),
             "WEB_CONCURRENCY": str(workers),
             "CONFIG_FILE_PATH": str(common.write_config(path, upstream.url, webhooks=webhook_url is not None)),
-            "DATABASE_URL": f"sqlite:///{path / 'tollgate.db'}",
+            "DATABASE_URL": stack.enter_context(common.database(database, path)),
             "LITELLM_MASTER_KEY": common.MASTER_KEY,
         }
         if webhook_url is not None:
@@ -227,7 +255,7 @@ def started_tollgate(
             try:
                 seconds = first_call(server, started)
                 common.wait_for_workers(process.pid, workers)
-                yield server, seconds
+                yield server, seconds, env["DATABASE_URL"]
             finally:
                 stop(process)
 
@@ -261,13 +289,21 @@ def create_customers(server: Server, users: int) -> None:
 
 
 def measure_tollgate(
-    binary: str, server: Server, clients: int, seconds: int, load: wrk.Load, receiver: int | None = None
+    binary: str,
+    server: Server,
+    clients: int,
+    seconds: int,
+    load: wrk.Load,
+    receiver: int | None = None,
+    database_url: str | None = None,
 ) -> Point:
-    """One point through Tollgate, with the CPU and peak RSS of its process tree, and the CPU of
-    the webhook receiver's process `receiver` meanwhile (it shares the cores with Tollgate here)."""
+    """One point through Tollgate, with the CPU and peak RSS of its process tree, the CPU of the
+    webhook receiver's process `receiver` meanwhile (it shares the cores with Tollgate here), and
+    on PostgreSQL the CPU of the server's processes serving `database_url`."""
     pid = server.process.pid
     before, workers, delivering = tree_cpu_seconds(pid), worker_cpu_ticks(pid), delivery_ticks(pid)
     receiving = cpu_ticks(receiver) if receiver else 0
+    backends = BackendCpu(database_url)
     with PeakRss(pid) as rss:
         result = wrk.run(binary, f"{server.url}/chat/completions", clients, seconds, load)
     cpu, after = tree_cpu_seconds(pid) - before, worker_cpu_ticks(pid)
@@ -275,30 +311,74 @@ def measure_tollgate(
     used = sum(ticks - workers.get(worker, 0) for worker, ticks in after.items())
     delivery = (delivery_ticks(pid) - delivering) / used if used > 0 else None
     busiest = busiest_share(workers, after)
-    return Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, busiest, delivery, received)
+    point = Point(MODES[load.stream], clients, "tollgate", result, cpu, rss.peak_kib, busiest, delivery, received)
+    point.database_cpu = backends.seconds()
+    return point
+
+
+class BackendCpu:
+    """CPU used by the PostgreSQL backends connected to one database, from when it is made to
+    `seconds()`: the backends found at either end (pg_stat_activity), read from /proc. A backend
+    that ends in between loses its share; the server's shared processes (WAL writer,
+    checkpointer) are not counted. Nothing for a SQLite URL (None)."""
+
+    def __init__(self, database_url: str | None):
+        self.name = common.postgres_name(database_url) if database_url else None
+        self.ticks = self._read() if self.name else None
+
+    def _read(self) -> dict[int, int] | None:
+        found = common.backends(self.name)
+        return None if found is None else {backend: cpu_ticks(backend) for backend in found}
+
+    def seconds(self) -> float | None:
+        """CPU seconds since it was made; None on SQLite or when the server could not be asked."""
+        if self.ticks is None:
+            return None
+        now = self._read()
+        if now is None:
+            return None
+        return sum(ticks - self.ticks.get(backend, 0) for backend, ticks in now.items()) / CLOCK_TICKS
 
 
 def run_points(
-    binary: str, upstream: common.Upstream, server: Server, args: argparse.Namespace, receiver: int | None = None
+    binary: str,
+    upstream: common.Upstream,
+    servers: dict[str, tuple[Server, str]],
+    args: argparse.Namespace,
+    sink: common.Sink | None = None,
 ) -> list[Point]:
-    """For each mode and level: DIRECT to the upstream, then THROUGH Tollgate."""
+    """For each mode and level: DIRECT to the upstream, then THROUGH each Tollgate of `servers`
+    (database: (server, its DATABASE_URL)) in turn. With several, each one's events are delivered before the next
+    is measured, so no Tollgate's deliveries fall into another's point."""
     points: list[Point] = []
+    receiver = sink.process.pid if sink else None
+    side_by_side = len(servers) > 1
     for stream in args.modes:
         load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, stream, args.think_ms)
         if args.warmup:
             print(f"warm-up {MODES[stream]}: {args.warmup} s at {WARMUP_CLIENTS} clients", flush=True)
-            wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
+            for server, _ in servers.values():
+                wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
+            if sink and side_by_side:
+                drain_sink(sink)
         for clients in args.levels:
             print(f"{MODES[stream]} x{clients}: direct, then tollgate, {args.duration} s each", flush=True)
             direct = wrk.run(binary, f"{upstream.url}/chat/completions", clients, args.duration, load)
             points.append(Point(MODES[stream], clients, "direct", direct))
-            points.append(measure_tollgate(binary, server, clients, args.duration, load, receiver))
-            print(f"  {row(points[-1], direct)}", flush=True)
+            for database, (server, url) in servers.items():
+                before = sink.counts()[0] if sink and side_by_side else 0
+                points.append(measure_tollgate(binary, server, clients, args.duration, load, receiver, url))
+                points[-1].database = database
+                print(f"  {row(points[-1], direct, side_by_side)}", flush=True)
+                if sink and side_by_side:
+                    result = points[-1].result
+                    drain_sink(sink, before + result.requests - result.non2xx)
     return points
 
 
-def row(point: Point, direct: wrk.Result | None) -> str:
-    """One markdown table row; Tollgate rows add latency over `direct`, CPU and peak RSS."""
+def row(point: Point, direct: wrk.Result | None, with_database: bool = False) -> str:
+    """One markdown table row; Tollgate rows add latency over `direct`, CPU and peak RSS; the
+    database first `with_database`."""
     result = point.result
     added = ["", "", ""]
     if point.target != "direct" and direct is not None:
@@ -320,19 +400,25 @@ def row(point: Point, direct: wrk.Result | None) -> str:
         f"{result.p90_ms:.2f}", f"{result.p99_ms:.2f}", *added, result.error_text(), cpu, per_call, busiest, delivery,
         receiver, rss,
     ]  # fmt: skip
+    if with_database:
+        database = point.database_cpu
+        cells = [point.database, *cells]
+        cells.append(f"{database * 1000 / result.requests:.2f}" if database is not None and result.requests else "")
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
-def table(points: list[Point]) -> str:
-    """The markdown table of every point."""
+def table(points: list[Point], with_database: bool = False) -> str:
+    """The markdown table of every point (with a first column `database` when `with_database`)."""
     lines = [
         "| mode | clients | target | requests | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms "
         "| added p99 ms | errors | CPU s | CPU ms/call | busiest worker % | delivery CPU % | receiver CPU µs/call "
         "| peak RSS MiB |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if with_database:
+        lines = ["| database " + lines[0] + " PostgreSQL CPU ms/call |", "|---" + lines[1] + "---:|"]
     direct = {(p.mode, p.clients): p.result for p in points if p.target == "direct"}
-    lines += [row(point, direct.get((point.mode, point.clients))) for point in points]
+    lines += [row(point, direct.get((point.mode, point.clients)), with_database) for point in points]
     return "\n".join(lines)
 
 
@@ -349,14 +435,15 @@ def compare_webhooks(binary: str, upstream: common.Upstream, sink: common.Sink, 
     problems = []
     for number in range(args.rounds):
         for webhooks in (False, True) if number % 2 == 0 else (True, False):
-            with started_tollgate(upstream, args.workers, sink.url if webhooks else None) as (server, _):
+            webhook_url = sink.url if webhooks else None
+            with started_tollgate(upstream, args.workers, webhook_url, args.databases[0]) as (server, _, url):
                 if args.budget:
                     create_customers(server, args.users)
                 if args.warmup:
                     wrk.run(binary, f"{server.url}/chat/completions", WARMUP_CLIENTS, args.warmup, load)
                     drain_sink(sink)  # the warm-up's events are delivered before the measuring starts
                 for clients in args.levels:
-                    point = measure_tollgate(binary, server, clients, args.duration, load, sink.process.pid)
+                    point = measure_tollgate(binary, server, clients, args.duration, load, sink.process.pid, url)
                     point.target = COMPARED[webhooks]
                     points.append(point)
                     print(f"round {number + 1}: {row(point, direct[clients])}", flush=True)
@@ -428,10 +515,11 @@ def log_excerpt(log: str) -> list[str]:
     return lines
 
 
-def drain_sink(sink: common.Sink) -> str:
-    """The sink's counts once they stop growing for 1 s (at most DRAIN_SECONDS)."""
+def drain_sink(sink: common.Sink, at_least: int = 0) -> str:
+    """The sink's counts once it has accepted `at_least` events and they stop growing for 1 s
+    (at most DRAIN_SECONDS in all)."""
     deadline = time.monotonic() + DRAIN_SECONDS
-    last = sink.counts()
+    last = sink.wait_for(at_least, DRAIN_SECONDS)
     while time.monotonic() < deadline:
         time.sleep(1)
         now = sink.counts()
@@ -448,6 +536,11 @@ def machine(binary: str) -> str:
     return f"nproc {len(os.sched_getaffinity(0))}, Python {sys.version.split()[0]}, {first}"
 
 
+def on(database: str, args: argparse.Namespace) -> str:
+    """` on <database>`, unless the run is on the default SQLite alone."""
+    return "" if args.databases == ["sqlite"] else f" on {database}"
+
+
 def main() -> int:
     """Start everything, measure every point, print the table; return the exit status."""
     args = parse_args()
@@ -462,19 +555,28 @@ def main() -> int:
         sink = stack.enter_context(common.webhook_sink(args.lifetime)) if args.webhooks else None
         if args.compare_webhooks:
             return compare_webhooks(binary, upstream, sink, args)
-        server, first = stack.enter_context(started_tollgate(upstream, args.workers, sink.url if sink else None))
-        print(f"start to first served call: {first:.2f} s", flush=True)
-        if args.budget:
-            create_customers(server, args.users)
-        points = run_points(binary, upstream, server, args, sink.process.pid if sink else None)
+        servers, firsts = {}, {}
+        for database in args.databases:
+            started = started_tollgate(upstream, args.workers, sink.url if sink else None, database)
+            server, firsts[database], url = stack.enter_context(started)
+            servers[database] = (server, url)
+            print(f"start to first served call{on(database, args)}: {firsts[database]:.2f} s", flush=True)
+            if args.budget:
+                create_customers(server, args.users)
+        points = run_points(binary, upstream, servers, args, sink)
         delivery = drain_sink(sink) if sink else None
-        excerpt = log_excerpt(server.log())
+        excerpts = {database: log_excerpt(server.log()) for database, (server, _) in servers.items()}
     settings = f"budget {'on' if args.budget else 'off'}, webhooks {'on' if args.webhooks else 'off'}"
     print(f"\n{args.duration} s per point, {args.users} customers, {settings}, {args.workers} workers\n")
-    print(table(points))
-    print(f"\nstart to first served call: {first:.2f} s")
-    for line in ([delivery] if delivery else []) + excerpt:
+    print(table(points, with_database=args.databases != ["sqlite"]))
+    print()
+    for database, first in firsts.items():
+        print(f"start to first served call{on(database, args)}: {first:.2f} s")
+    for line in [delivery] if delivery else []:
         print(line)
+    for database, excerpt in excerpts.items():
+        for line in excerpt:
+            print(f"{database}: {line}" if len(excerpts) > 1 else line)
     return 1 if any(point.result.errors() for point in points) else 0
 
 

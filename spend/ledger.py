@@ -69,12 +69,14 @@ class SQLLedger:
         customer, now = request.customer_id, request.now
         scopes = list(dict.fromkeys(limit.scope for limit in request.limits))
         self._ensure_customer(tx, customer, now, lock=True)
-        tx.execute("INSERT INTO spend_accounts (user_id, scope) VALUES (?, '') ON CONFLICT DO NOTHING", (customer,))
-        for scope in scopes:
-            tx.execute(
-                "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING", (customer, scope)
-            )
         accounts = self._accounts(tx, customer, scopes) if scopes else {}
+        for scope in scopes:  # an account is made on its first limited call (the lock keeps others out)
+            if scope not in accounts:
+                tx.execute(
+                    "INSERT INTO spend_accounts (user_id, scope) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (customer, scope),
+                )
+                accounts[scope] = Account()
         if any(account.reserved_units for account in accounts.values()):
             for scope, units in self._release_expired(tx, customer, now):
                 if scope in accounts:
@@ -105,14 +107,18 @@ class SQLLedger:
     def _ensure_customer(self, tx: Cursor, user_id: str, now: float, *, lock: bool, create: bool = True) -> None:
         """The customer exists (created on first sight, unless not `create`), and with `lock`,
         where writers run at once, this transaction holds the customer's lock until it ends."""
+        locking = lock and self.db.locks_rows
+        lock_row = "SELECT 1 FROM customers WHERE user_id = ? FOR UPDATE"
+        if locking and tx.execute(lock_row, (user_id,)).fetchone() is not None:
+            return  # a known customer: one statement
         if create:
             stamp = iso_timestamp(now)
             tx.execute(
                 "INSERT INTO customers (user_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 (user_id, stamp, stamp),
             )
-        if lock and self.db.locks_rows:
-            tx.execute("SELECT 1 FROM customers WHERE user_id = ? FOR UPDATE", (user_id,))
+        if locking:
+            tx.execute(lock_row, (user_id,))
 
     def _accounts(self, tx: Cursor, user_id: str, scopes: list[str]) -> dict[str, Account]:
         marks = ", ".join("?" for _ in scopes)

@@ -72,6 +72,8 @@ class SQLOutbox:
         return [_event(row[1:]) for row in sorted(rows, key=lambda row: (row[8], row[0]))]
 
     def release(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
         self.db.write(
             lambda tx: tx.execute(
                 f"UPDATE webhook_events SET lease_until = NULL WHERE event_id IN ({_marks(event_ids)})", event_ids
@@ -79,6 +81,8 @@ class SQLOutbox:
         )
 
     def delivered(self, event_ids: list[str], now: float) -> None:
+        if not event_ids:
+            return
         self.db.write(
             lambda tx: tx.execute(
                 "UPDATE webhook_events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
@@ -120,6 +124,8 @@ class SQLOutbox:
         return [_event(row) for row in self.db.read(lambda tx: tx.execute(sql, (*params, limit)).fetchall())]
 
     def requeue(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:
+        if event_ids == []:
+            return 0
         if event_ids is None:
             where, params = "status = 'dead'", ()
         else:

@@ -10,8 +10,11 @@
   admissions and reserved settlements, the reservation is a conditional UPDATE, rate-limit
   windows are rows in the database, and the outbox's claim skips rows another box is claiming
   (`FOR UPDATE SKIP LOCKED`).
-- A connection is checked before it is handed out, so a database that restarted costs no call;
-  while the database cannot be reached, every use raises `StoreUnavailable` within
+- A connection that sat idle in the pool for more than CHECK_IDLE_SECONDS is checked (one short
+  round trip) before it is handed out, so a database that restarted or a connection a firewall
+  dropped while idle costs no call; one in steady use is not (a check on every checkout was a
+  sixth of a worker's time under load). A connection that fails in use is discarded by the
+  pool. While the database cannot be reached, every use raises `StoreUnavailable` within
   POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back.
 - Migrations run under an advisory lock: boxes starting at once apply each exactly once.
 - The roles' SQL is written with `?` and `:name` parameters; `_sql` turns them into psycopg's.
@@ -41,6 +44,7 @@ POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection before it i
 PING_TIMEOUT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5
 DEFAULT_POOL_SIZE = 10
+CHECK_IDLE_SECONDS = 2.0
 MIGRATION_LOCK = 7_346_519_021  # pg_advisory_xact_lock key: "Tollgate migrations"
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -80,6 +84,7 @@ class PostgresDatabase:
         self.url, self.size = url, size
         self._pool: tuple[int, ConnectionPool] | None = None
         self._lock = threading.Lock()
+        self._idle_since: dict[int, float] = {}  # id(connection) -> time.monotonic() it went back to the pool
 
     # -- connections ---------------------------------------------------------------------
 
@@ -96,12 +101,23 @@ class PostgresDatabase:
                     max_size=self.size,
                     timeout=POOL_TIMEOUT_SECONDS,
                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
-                    check=ConnectionPool.check_connection,
+                    check=self._check_if_idle,
+                    reset=self._returned,
                     name=f"tollgate-{os.getpid()}",
                     open=True,
                 )
                 self._pool = (os.getpid(), pool)
             return self._pool[1]
+
+    def _returned(self, connection: psycopg.Connection) -> None:
+        """When a connection goes back to the pool (psycopg_pool's `reset` callback): note the time."""
+        self._idle_since[id(connection)] = time.monotonic()
+
+    def _check_if_idle(self, connection: psycopg.Connection) -> None:
+        """psycopg_pool's `check` callback: check a connection that sat idle a while; a failed
+        check raises, and the pool discards it and hands out another."""
+        if time.monotonic() - self._idle_since.get(id(connection), 0.0) > CHECK_IDLE_SECONDS:
+            ConnectionPool.check_connection(connection)
 
     def write(self, op: Callable[[_Cursor], Any]) -> Any:
         try:

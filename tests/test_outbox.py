@@ -417,3 +417,9 @@ def test_the_migration_moves_the_spend_logs_unposted_events_into_the_outbox_as_t
     assert [row.cost_units for row in store.ledger.spend_logs("c", limit=2)] == [10**20, 17]
     updated = store.admin.update_customer("d", {}, {"max_budget_units": 10_000_000 * 10**12}, time.time())
     assert updated.budget.max_budget_units == 10_000_000 * 10**12
+
+
+def test_empty_lists_of_events_change_nothing(contract_store):
+    contract_store.outbox.release([])
+    contract_store.outbox.delivered([], time.time())
+    assert contract_store.outbox.requeue([], time.time(), RETRY_WINDOW_SECONDS) == 0
