@@ -1,45 +1,63 @@
-"""HTTP to the upstreams: `http.client` over connections kept open per thread.
+"""HTTP to the upstreams and to the webhook receiver, on urllib3 (requests' own transport).
 
-Every relayed call and every webhook event goes through `Upstreams.post`. A thread keeps the
-connections it opened (one idle connection per host is reused; the others are closed when
-returned), so nothing opened before gunicorn forks is used after it and no lock is taken on the
-hot path. `http.client` rather than `requests`: a relayed call costs well under
-half the CPU (`bench/` has the figures), and Tollgate needs none of what `requests` adds on top
-(cookies, redirects, auth helpers).
+Every relayed call and every webhook event goes through `Upstreams.post`.
 
+- Connections: a `urllib3.PoolManager` per worker process, made by the process's first call
+  (so nothing opened before gunicorn forks is used after it), keeping up to POOL_SIZE idle
+  connections per upstream host. A kept-open connection the upstream closed while idle is
+  noticed before reuse (urllib3 checks each one it hands out) and replaced. One request at a
+  time per connection: no pipelining.
+- No retries here (`retries=False`): a request that went out may have been taken up by the
+  upstream even when no answer came back, so a POST is never sent twice behind the caller's
+  back; Tollgate's router tries the next deployment (`num_retries`). No redirects either.
 - TLS with the system's trusted certificates and host-name checks (`ssl.create_default_context`).
 - A proxy from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once
-  at start): HTTPS goes through a `CONNECT` tunnel, plain HTTP is sent to the proxy with the
-  absolute URL; credentials in the proxy URL are sent as `Proxy-Authorization: Basic`.
-- A kept-open connection the upstream closed meanwhile is noticed before reuse; if the upstream
-  drops one just as a request is sent on it, the request is sent once more on a new connection
-  (nothing was answered, so nothing was served).
+  at start by `urllib.request.getproxies`; `proxy_bypass` per host) through a
+  `urllib3.ProxyManager`: HTTPS goes through a `CONNECT` tunnel, plain HTTP is sent to the
+  proxy with the absolute URL; credentials in the proxy URL go as `Proxy-Authorization: Basic`.
+- Timeouts: `connect_timeout` for the connection, `timeout` for each wait for bytes, and
+  `timeout` again as the call's total deadline (`providers/deadline.py`), which nothing the
+  upstream does can stretch: it covers the whole exchange of an answer read at once, and a
+  streamed answer up to its status and header fields (a stream may then go on for minutes while
+  pieces keep coming; one that stalls hits the read timeout).
+- Errors: `TransportTimeout` past a timeout or the deadline, `TransportError` for anything
+  else that broke; their messages name the kind of failure only, never a URL or a header.
 - `resolve` (tests and diagnostics, like curl's `--connect-to`) maps the URL's scheme, host and
-  port to the ones actually connected to; the request keeps the URL's `Host`.
+  port of a direct connection to the ones actually connected to; the request keeps its `Host`.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import os
 import re
-import select
-import socket
-import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
 
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from providers.deadline import Watch, pool_classes, tls_context
+
 CONNECT_TIMEOUT = 10.0
 USER_AGENT = "Tollgate"
 READ_SIZE = 65536
-MAX_HEADER_LINE = 65536  # http.client's own limits
-MAX_HEADERS = 100
+# Idle connections kept per upstream host and worker: at least a worker's threads
+# (gunicorn.conf.py), so the connections of a burst of calls are kept, not discarded.
+POOL_SIZE = 1024
+POOLS = 64  # upstream hosts whose connections a worker keeps
 
 Address = tuple[str, str, int]  # scheme, host, port
 Resolve = Callable[[str, str, int], Address]
+
+# What breaking off looks like from urllib3 and below it.
+BROKEN = (HTTPError, OSError, http.client.HTTPException)
 
 
 class TransportError(Exception):
@@ -53,173 +71,64 @@ class TransportTimeout(TransportError):
 class Response:
     """An upstream's answer: status, headers, and the body read at once or streamed."""
 
-    def __init__(self, raw: http.client.HTTPResponse, done: Callable[[bool], None]):
+    def __init__(self, raw: urllib3.BaseHTTPResponse, timeout: float, streamed: bool):
         self.status_code = raw.status
         self.headers = raw.headers
-        self._raw, self._done = raw, done
+        self._raw, self._timeout, self._streamed = raw, timeout, streamed
         self._content: bytes | None = None
-        self._finished = False
 
     @property
     def content(self) -> bytes:
-        """The whole body (read on first use)."""
+        """The whole body (of a streamed answer: read on first use, given up once the timeout has
+        passed)."""
         if self._content is None:
-            with self._reading():
-                self._content = self._raw.read()
-            self._finish(reusable=True)
+            self._content = self._read_all() if self._streamed else self._raw.data
         return self._content
 
     def iter_content(self) -> Iterator[bytes]:
-        """The body as it arrives; the connection is kept for reuse only when it was read to the end."""
+        """The body as it arrives; each wait for a piece is bounded by the timeout. The connection
+        goes back to the pool when the body was read to its end."""
         with self._reading():
             while piece := self._raw.read1(READ_SIZE):
                 yield piece
-        self._finish(reusable=True)
 
     def close(self) -> None:
-        self._finish(reusable=False)
+        """Done with the answer: a connection with a body left unread is closed, not reused."""
+        self._raw.close()
+        self._raw.release_conn()
+
+    def _read_all(self) -> bytes:
+        deadline, pieces = time.monotonic() + self._timeout, []
+        with self._reading():
+            while piece := self._raw.read1(READ_SIZE):
+                pieces.append(piece)
+                if time.monotonic() > deadline:
+                    raise TransportTimeout(f"the answer took more than {self._timeout:g}s")
+        return b"".join(pieces)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
         try:
             yield
-        except TimeoutError:
+        except TransportTimeout:
+            self.close()
+            raise
+        except ReadTimeoutError:
             self.close()
             raise TransportTimeout("timed out reading the answer") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except BROKEN as exc:
             self.close()
-            raise TransportError(f"the answer broke off ({type(exc).__name__})") from None
-
-    def _finish(self, reusable: bool) -> None:
-        if not self._finished:
-            self._finished = True
-            self._done(reusable and not self._raw.will_close)
-
-
-class _Answer(http.client.HTTPResponse):
-    """`http.client`'s response, but its header block is split into fields here rather than by
-    the `email` package, which cost half of the CPU of reading an answer. The rest of `begin`
-    follows the standard library's (Python 3.11), which reads the body as usual.
-    """
-
-    def begin(self) -> None:
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
-                break
-            _read_fields(self.fp)  # the headers of a 100 Continue
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = _read_fields(self.fp)
-        encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(encoding) and encoding.lower() == "chunked"
-        self.chunk_left = None
-        self.will_close = self._check_close()
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            if self.length is not None and self.length < 0:
-                self.length = None
-        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200:
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True  # the body ends when the connection does
-
-
-def _read_fields(fp) -> http.client.HTTPMessage:
-    """The header fields up to the blank line, with http.client's limits; folded lines joined."""
-    message = http.client.HTTPMessage()
-    for name, value in _field_list(fp):
-        message.set_raw(name, value)
-    return message
-
-
-def _field_list(fp) -> list[list[str]]:
-    """[name, value] of each header field up to the blank line, with http.client's limits."""
-    fields: list[list[str]] = []
-    while True:
-        line = fp.readline(MAX_HEADER_LINE + 1)
-        if len(line) > MAX_HEADER_LINE:
-            raise http.client.LineTooLong("header line")
-        if line in (b"\r\n", b"\n", b""):
-            break
-        if len(fields) >= MAX_HEADERS:
-            raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
-        text = line.decode("iso-8859-1").rstrip("\r\n")
-        if text[:1] in (" ", "\t") and fields:
-            fields[-1][1] += " " + text.strip()
-            continue
-        name, colon, value = text.partition(":")
-        if colon:
-            fields.append([name.strip(), value.strip()])
-    return fields
-
-
-# A header field as sent: a token, then a value without CR, LF or NUL (stricter than http.client,
-# which lets a folded CR LF + space through).
-_FIELD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+: [^\r\n\x00]*")
-
-
-def _header_block(headers: dict) -> bytes:
-    """The header fields as sent; ValueError for a name or value that could split the request."""
-    fields = [f"{name}: {value}" for name, value in headers.items()]
-    if not all(_FIELD.fullmatch(field) for field in fields):
-        raise ValueError("invalid header field")
-    return "\r\n".join(fields).encode("latin-1")
-
-
-class _OneWrite:
-    """`http.client`'s request, sent in one write.
-
-    `http.client` sends the header block and the body in two writes (two segments, with
-    TCP_NODELAY, and two wake-ups of the receiver per request) and checks each header field
-    with two regular expressions as it adds it; here the block comes checked (`_header_block`,
-    one expression per field) and the request line, header block and body go out in one `send`.
-    `_send_output` and `_buffer` are `http.client`'s own (Python 3.11), as `_Answer.begin` is.
-    """
-
-    def post(self, target: str, body: bytes, header_block: bytes) -> None:
-        self.putrequest("POST", target, skip_host=True, skip_accept_encoding=True)
-        self._buffer.append(header_block)
-        self.endheaders(body)
-
-    def _send_output(self, message_body=None, encode_chunked=False):
-        if not isinstance(message_body, bytes):
-            return super()._send_output(message_body, encode_chunked)
-        self._buffer.extend((b"", message_body))
-        message = b"\r\n".join(self._buffer)
-        del self._buffer[:]
-        self.send(message)
-
-
-class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
-    response_class = _Answer
-
-
-class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    response_class = _Answer
+            raise TransportError(f"the answer broke off ({_reason(exc)})") from None
 
 
 class Upstreams:
-    """The upstream connections of every thread of this process."""
+    """The upstream connections of this process, made in each process by its first call."""
 
     def __init__(self, resolve: Resolve | None = None):
-        self._local = threading.local()
         self._resolve = resolve
         self._proxies = urllib.request.getproxies()
-        self._tls: ssl.SSLContext | None = None
+        self._process: _Process | None = None
+        self._starting = threading.Lock()
 
     def post(
         self,
@@ -232,98 +141,68 @@ class Upstreams:
     ) -> Response:
         """POST `body` to `url`; the response with its body read, or left to stream with `stream`.
 
-        `timeout` bounds each wait for the answer, `connect_timeout` (at most `timeout`) the
-        connection. Raises TransportTimeout or TransportError; any HTTP status is returned as is.
+        `connect_timeout` (at most `timeout`) bounds the connection, `timeout` each wait for the
+        answer and, in total, the call up to the whole answer (up to its header fields with
+        `stream`). Raises TransportTimeout or TransportError; any HTTP status is returned as is;
+        ValueError for a header field that could split the request.
         """
-        key, proxy, target, first = self._route(url)
-        header_block = _header_block({**first, **headers, "Content-Length": str(len(body))})
-        for fresh in (False, True):
-            connection, reused = self._checkout(key, proxy, min(connect_timeout, timeout), fresh)
-            try:
-                connection.sock.settimeout(timeout)
-                connection.post(target, body, header_block)
-                raw = connection.getresponse()
-            except TimeoutError:
-                connection.close()
-                raise TransportTimeout(f"no answer within {timeout:g}s") from None
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if reused and isinstance(exc, _DROPPED):
-                    continue  # the upstream closed this kept-open connection as we sent: nothing was served
-                raise TransportError(type(exc).__name__) from None
-            response = Response(raw, self._returner(key, connection))
-            if not stream:
-                response.content  # noqa: B018 - read now, so the connection goes back at once
-            return response
-        raise AssertionError("unreachable")
-
-    def _route(self, url: str) -> tuple[Address, str | None, str, dict]:
-        """Where a POST to `url` goes: the address, the proxy if any, the request target and
-        the first header fields (Host, User-Agent, the proxy's credentials for plain HTTP)."""
         parts = urlsplit(url)
+        headers = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT, **headers}
+        _check_fields(headers)
+        process = self._here()
+        attempt = process.watch.begin(timeout)
+        try:
+            try:
+                pool, target = self._pool(process, parts)
+                raw = pool.urlopen(
+                    "POST",
+                    target,
+                    body=body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout),
+                    preload_content=not stream,
+                )
+            finally:
+                process.watch.end(attempt)
+        except Exception as exc:
+            if attempt.expired or (isinstance(exc, Urllib3Timeout) and not isinstance(exc, NewConnectionError)):
+                raise TransportTimeout(f"no answer within {timeout:g}s") from None
+            if isinstance(exc, BROKEN):
+                raise TransportError(_reason(exc)) from None
+            raise
+        if attempt.cut:  # what was read before the deadline may look like a whole answer: it is not
+            raw.close()
+            raw.release_conn()
+            raise TransportTimeout(f"no answer within {timeout:g}s")
+        return Response(raw, timeout, stream)
+
+    def _here(self) -> _Process:
+        """This process's pools and deadline thread (a forked worker makes its own)."""
+        process = self._process
+        if process is None or process.pid != os.getpid():
+            with self._starting:
+                process = self._process
+                if process is None or process.pid != os.getpid():
+                    process = self._process = _Process()
+        return process
+
+    def _pool(self, process: _Process, parts) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The pool a POST to the URL of `parts` goes through, and the request target to send."""
         https = parts.scheme == "https"
         host, port = parts.hostname or "", parts.port or (443 if https else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         proxy = self._proxy(parts.scheme, host)
-        first = {"Host": parts.netloc.rpartition("@")[2], "User-Agent": USER_AGENT}
-        if proxy is not None and not https:  # a plain-HTTP proxy takes the absolute URL
-            target = f"http://{first['Host']}{target}"
-            first.update(_proxy_auth(proxy))
-        return (parts.scheme, host, port), proxy, target, first
-
-    def _checkout(
-        self, key: Address, proxy: str | None, connect_timeout: float, fresh: bool
-    ) -> tuple[http.client.HTTPConnection, bool]:
-        idle: dict = self._local.__dict__.setdefault("idle", {})
-        connection = idle.pop(key, None)
-        if connection is not None and not fresh and not _dropped(connection):
-            return connection, True
-        if connection is not None:
-            connection.close()
-        return self._open(key, proxy, connect_timeout), False
-
-    def _returner(self, key: Address, connection: http.client.HTTPConnection) -> Callable[[bool], None]:
-        idle: dict = self._local.idle
-
-        def done(reusable: bool) -> None:
-            if reusable and key not in idle:
-                idle[key] = connection
-            else:
-                connection.close()
-
-        return done
-
-    def _open(self, key: Address, proxy: str | None, connect_timeout: float) -> http.client.HTTPConnection:
-        scheme, host, port = key
+        if proxy is not None:
+            pool = process.proxied(proxy).connection_from_host(host, port, parts.scheme)
+            # A plain-HTTP proxy takes the absolute URL; a tunnel, the path.
+            return pool, target if https else f"http://{parts.netloc.rpartition('@')[2]}{target}"
+        scheme = parts.scheme
         if self._resolve is not None:
             scheme, host, port = self._resolve(scheme, host, port)
-        try:
-            if proxy is not None:
-                proxy_parts = urlsplit(proxy)
-                proxy_host, proxy_port = proxy_parts.hostname or "", proxy_parts.port or 80
-                if scheme == "https":
-                    connection = _HTTPSConnection(
-                        proxy_host, proxy_port, timeout=connect_timeout, context=self._context()
-                    )
-                    connection.set_tunnel(host, port, headers=_proxy_auth(proxy))
-                else:
-                    connection = _HTTPConnection(proxy_host, proxy_port, timeout=connect_timeout)
-            elif scheme == "https":
-                connection = _HTTPSConnection(host, port, timeout=connect_timeout, context=self._context())
-            else:
-                connection = _HTTPConnection(host, port, timeout=connect_timeout)
-            connection.connect()
-        except TimeoutError:
-            raise TransportTimeout(f"no connection within {connect_timeout:g}s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise TransportError(type(exc).__name__) from None
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection
-
-    def _context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
+        return process.direct.connection_from_host(host, port, scheme), target
 
     def _proxy(self, scheme: str, host: str) -> str | None:
         if not self._proxies:
@@ -334,16 +213,54 @@ class Upstreams:
         return proxy if "://" in proxy else f"http://{proxy}"
 
 
-_DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+class _Process:
+    """One process's connection pools (direct and per proxy) and its deadline thread."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.watch = Watch()
+        self._classes = pool_classes(self.watch)
+        self._tls = tls_context(self.watch)
+        self.direct = self._manager(urllib3.PoolManager)
+        self._proxied: dict[str, urllib3.ProxyManager] = {}
+        self._lock = threading.Lock()
+
+    def proxied(self, proxy: str) -> urllib3.ProxyManager:
+        with self._lock:
+            if proxy not in self._proxied:
+                parts = urlsplit(proxy)
+                address = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+                self._proxied[proxy] = self._manager(
+                    urllib3.ProxyManager, address, proxy_headers=_proxy_auth(proxy), proxy_ssl_context=self._tls
+                )
+            return self._proxied[proxy]
+
+    def _manager(self, kind, *args, **kwargs):
+        manager = kind(*args, num_pools=POOLS, maxsize=POOL_SIZE, block=False, ssl_context=self._tls, **kwargs)
+        manager.pool_classes_by_scheme = self._classes
+        return manager
 
 
-def _dropped(connection: http.client.HTTPConnection) -> bool:
-    """Whether a kept-open connection was closed by the other side (readable while idle)."""
-    if connection.sock is None:
-        return True
-    poller = select.poll()  # not select(): with a thousand streams open, descriptors pass 1024
-    poller.register(connection.sock, select.POLLIN)
-    return bool(poller.poll(0))
+def _reason(exc: BaseException) -> str:
+    """What went wrong, as the name of the deepest error (`ConnectionRefusedError`,
+    `RemoteDisconnected`, `SSLCertVerificationError`): never a URL, a host or a header."""
+    for _ in range(8):
+        inner = exc.__cause__ or next((arg for arg in exc.args if isinstance(arg, BaseException)), None)
+        if inner is None:
+            break
+        exc = inner
+    return type(exc).__name__
+
+
+# A header field as sent: a token, then a value without CR, LF or NUL (stricter than http.client,
+# which lets a folded CR LF + space through, and whose error would quote the value).
+_FIELD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+: [^\r\n\x00]*")
+
+
+def _check_fields(headers: dict) -> None:
+    """ValueError for a header name or value that could split the request (the value unquoted)."""
+    if not all(_FIELD.fullmatch(f"{name}: {value}") for name, value in headers.items()):
+        raise ValueError("invalid header field")
 
 
 def _proxy_auth(proxy: str) -> dict:

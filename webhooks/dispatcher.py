@@ -90,8 +90,8 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._pid: int | None = None
-        # Kept-open connections per thread, as for calls to upstreams (the delivery thread's own,
-        # and each request thread's for the test event of GET /health/services).
+        # Kept-open connections pooled per worker process, as for calls to upstreams (used by the
+        # delivery thread, and by request threads for the test event of GET /health/services).
         self._http = Upstreams()
 
     def start(self) -> None:
