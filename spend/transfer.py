@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 import psycopg
@@ -60,7 +61,7 @@ TABLES = (
         "spend_logs",
         ("request_id", "customer_id", "model_group", "provider_model", "deployment_id", "prompt_tokens",
          "completion_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens", "cost_units", "priced",
-         "estimated", "status", "error", "latency_ms", "started_at", "created_at", "attempts"),
+         "estimated", "status", "error", "latency_ms", "started_at", "created_at", "attempts", "response_id"),
         "seq",
         flags=("priced", "estimated"),
         money=("cost_units",),
@@ -98,7 +99,7 @@ def copy_sqlite_to_postgres(source_path: str, target_url: str, report: Callable[
     finally:
         source.close()
     counts = {}
-    with sqlite3.connect(f"file:{source_path}?mode=ro", uri=True) as reader:
+    with closing(sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)) as reader:
         reader.execute("BEGIN")  # one snapshot of the whole file
         try:
             with psycopg.connect(target_url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as writer:

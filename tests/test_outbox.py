@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import closing
 from decimal import Decimal
 
 import psycopg
@@ -320,7 +321,7 @@ def database_at_0005(path, rows: list[tuple], position: int, claims: list[tuple]
     """A database as 0005 left it: spend-log `rows` (seq, request id, customer, cost, ended, announced,
     key hash, max budget, soft budget), the cursor at `position`, `claims` (after, through, done) and
     `outbox` rows (event id, seq, status, attempts, payload, created_at)."""
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         connection.execute(migrations.TABLE)
         for migration in migrations.load("sqlite"):
             if migration.version <= 5:
@@ -386,7 +387,7 @@ def test_the_migration_moves_the_spend_logs_unposted_events_into_the_outbox_as_t
 
     store = open_store(url)
     stores.append(store)
-    assert store.engine.migrate() == ["0006_exact_money_plain_outbox"]
+    assert store.engine.migrate()[0] == "0006_exact_money_plain_outbox"
 
     expected = {}
     for _, request_id, customer, cost, ended_at, _, key_hash, max_units, soft_units in (rows[3], rows[6], rows[7]):

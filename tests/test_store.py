@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import closing
 from dataclasses import replace
 
 import psycopg
@@ -256,7 +257,8 @@ def test_admission_against_a_budget_past_int64_reserves_exactly(contract_store):
     first = call("whale", cost=10**12)
     assert contract_store.ledger.admit(admission(first, limit, Estimate(4 * 10**12, 0, 1))) == Plan({"": 4 * 10**12})
     assert contract_store.ledger.admit(admission(call("whale"), limit, Estimate(4 * 10**12, 0, 1))) == Plan(
-        {"": 10**12}, capped=frozenset({""})  # what is left of the budget
+        {"": 10**12},
+        capped=frozenset({""}),  # what is left of the budget
     )
     assert isinstance(contract_store.ledger.admit(admission(call("whale"), limit, Estimate(1, 0, 1))), OverBudget)
     contract_store.ledger.record_call(first, Settlement(reserved=True))
@@ -536,7 +538,7 @@ def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(sqlite
 
 def rows_in_database_file(path) -> int:
     """Spend-log rows in the database file itself, ignoring the WAL not yet checkpointed into it."""
-    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as reader:
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as reader:
         try:
             return reader.execute("SELECT COUNT(*) FROM spend_logs").fetchone()[0]
         except sqlite3.OperationalError:  # not even the schema is checkpointed yet
