@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, g
+from flask import Flask, Response, g, request
 
 import auth
 from config import Config, load_config
-from errors import register_error_handlers
+from errors import error_response, register_error_handlers
 from gateway import Gateway
+from lifecycle import Lifecycle
 from plain_json import PlainJSONProvider
 from providers import PRICING_IDS
 from providers.http import Upstreams
@@ -45,6 +46,7 @@ def create_app(
     config = config or load_config()
     store = store or open_store(config.database_url)
     prepare_database(store, config.migrations, report=log.info)
+    missing_tier = _missing_default_tier(store, config)
     # Nothing opened here may be used after gunicorn forks: workers open their own connections.
     store.engine.close()
 
@@ -57,13 +59,14 @@ def create_app(
         http=http or Upstreams(),
         clock=clock or time.time,
         router=Router(config.deployments),
-        pricers={deployment.id: pricer_for(deployment, PRICING_IDS) for deployment in config.deployments},
+        pricers={d.id: pricer_for(d, PRICING_IDS) for d in config.deployments if not d.wildcard},
         started_at=time.time(),
         dispatcher=_dispatcher(config, store, clock),
     )
     app.extensions["tollgate"] = gateway
+    app.wsgi_app = gateway.lifecycle.track(app.wsgi_app)
     register_error_handlers(app)
-    app.before_request(request_hook(gateway.dispatcher))
+    app.before_request(request_hook(gateway.dispatcher, gateway.lifecycle))
     app.before_request(auth.require_master_key(config.master_key))
     for blueprint in (
         llm.blueprint,
@@ -74,8 +77,16 @@ def create_app(
         health.blueprint,
     ):
         app.register_blueprint(blueprint)
-    report_startup(gateway)
+    report_startup(gateway, missing_tier)
     return app
+
+
+def _missing_default_tier(store: Store, config: Config) -> str | None:
+    """The default budget tier's name when it is configured and absent from the database."""
+    tier = config.settings.max_end_user_budget_id
+    if tier is None or store.admin.get_budget(tier) is not None:
+        return None
+    return tier
 
 
 class MigrationsPending(Exception):
@@ -134,17 +145,33 @@ def stop_background_work(app: Flask) -> None:
     gateway.store.engine.stop_background()
 
 
-def request_hook(dispatcher: Dispatcher | None) -> Callable[[], None]:
-    """What runs before every request, as one hook (Flask's dispatch of each costs a dozen calls)."""
-    if dispatcher is None:
-        return assign_request_id
-    started = dispatcher.request_started
+# Answered while draining: the orchestrator's probes (liveness says the process is fine; readiness says it is going).
+PROBES = ("/health/liveliness", "/health/liveness", "/health/readiness")
 
-    def begin_request() -> None:
+
+def request_hook(dispatcher: Dispatcher | None, lifecycle: Lifecycle | None = None) -> Callable[[], None]:
+    """What runs before every request, as one hook (Flask's dispatch of each costs a dozen calls):
+    the request id, the webhook dispatcher's start, and the refusal of new requests while draining."""
+    started = dispatcher.request_started if dispatcher is not None else None
+
+    def begin_request():
         assign_request_id()
-        started()
+        if lifecycle is not None and lifecycle.draining and request.path not in PROBES:
+            return draining_response()
+        if started is not None:
+            started()
+        return None
 
     return begin_request
+
+
+def draining_response() -> Response:
+    """503 for a request that arrives after SIGTERM: the client should go to another instance."""
+    response = error_response(
+        503, "This Tollgate instance is shutting down and takes no new requests; retry", "service_unavailable"
+    )
+    response.headers["retry-after"] = "1"
+    return response
 
 
 def assign_request_id() -> None:
@@ -153,11 +180,22 @@ def assign_request_id() -> None:
     g.received_at = time.perf_counter()
 
 
-def report_startup(gateway: Gateway) -> None:
-    """One warning per config problem Tollgate tolerates, and the deployments it cannot price."""
+def report_startup(gateway: Gateway, missing_tier: str | None = None) -> None:
+    """One warning per config problem Tollgate tolerates, the deployments it cannot price, a default
+    budget tier that does not exist, and a config whose every deployment was skipped."""
     for warning in gateway.config.warnings:
         log.warning("config: %s", warning)
+    if missing_tier is not None:
+        log.error(
+            "budgets: the default budget tier '%s' (litellm_settings.max_end_user_budget_id) does not exist; "
+            "calls of customers without a budget of their own are refused until it is created with POST /budget/new",
+            missing_tier,
+        )
+    if not gateway.config.deployments:
+        log.error("models: no deployment is served (every model_list entry was skipped); readiness answers 503")
     for deployment in gateway.config.deployments:
+        if deployment.wildcard:
+            continue
         if not gateway.pricers[deployment.id].priced:
             log.warning(
                 "pricing: no price for model '%s' (%s/%s); its calls are served and charged nothing. "

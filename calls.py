@@ -21,7 +21,8 @@ from config import Deployment
 from errors import AuthError, BadRequest, Forbidden
 from gateway import Gateway
 from providers import PROVIDERS, tokens
-from providers.base import Reply, UpstreamError, UpstreamHTTPError, Usage
+from providers.apis import CHAT, COMPLETIONS, NAMES, RESPONSES
+from providers.base import Reply, UpstreamError, UpstreamHTTPError, Usage, redact
 from providers.streaming import Stream
 from spend import admission
 from spend.attribution import resolve_customer_id
@@ -31,6 +32,7 @@ from webhooks.events import announcements
 
 log = logging.getLogger("tollgate.calls")
 MAX_IDEMPOTENCY_KEY = 255
+MAX_RESPONSE_ID = 255
 
 
 @dataclass
@@ -51,14 +53,14 @@ class Call:
 def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: str | None) -> Call | Replay:
     """Everything before the upstream; a `Replay` when the Idempotency-Key was used already."""
     settings = gw.config.settings
-    customer_id = resolve_customer_id(headers, body)
+    customer_id = resolve_customer_id(headers, body, settings.customer_headers)
     if customer_id is None and settings.enforce_user_param:
         raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
     customer = gw.store.admin.get_customer(customer_id) if customer_id else None
     model = admission.gate(customer_id, customer, body.get("model"))
     body["model"] = model
-    candidates = gw.router.candidates(model, customer.allowed_model_region if customer else None)
-    pricer = gw.pricers[candidates[0].id]
+    candidates = _serving(gw.router.candidates(model, customer.allowed_model_region if customer else None), path)
+    pricer = gw.pricer(candidates[0])
     if not pricer.priced and settings.block_requests_for_models_without_pricing:
         raise Forbidden(
             f"Model '{model}' has no pricing, so Tollgate cannot price the request. "
@@ -92,10 +94,24 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
         if claim is not None:
             gw.store.ledger.drop_idempotency(claim, request_id)
         raise
-    if admitted.max_tokens is not None:
-        body[_output_key(body)] = admitted.max_tokens
+    output_key = _output_key(body, path)
+    if admitted.max_tokens is not None and output_key is not None:
+        body[output_key] = admitted.max_tokens
     admitted = replace(admitted, settlement=replace(admitted.settlement, idempotency=claim))
     return Call(gw, request_id, customer_id, body, path, candidates, admitted, now)
+
+
+def _serving(candidates: list[Deployment], path: str) -> list[Deployment]:
+    """The candidates whose provider serves the API of `path`; a 400 saying so when none does."""
+    able = [deployment for deployment in candidates if path in PROVIDERS[deployment.provider].routes]
+    if not able:
+        providers = ", ".join(sorted({deployment.provider for deployment in candidates}))
+        raise BadRequest(
+            f"Model '{candidates[0].model_name}' cannot serve {NAMES[path]}: its deployments are on "
+            f"{providers}, which does not offer it. Use a model on an OpenAI-compatible deployment.",
+            param="model",
+        )
+    return able
 
 
 def _idempotency_claim(headers, customer_id: str | None) -> IdempotencyClaim | None:
@@ -109,7 +125,14 @@ def _idempotency_claim(headers, customer_id: str | None) -> IdempotencyClaim | N
     return IdempotencyClaim(customer_id or "", key)
 
 
-def _output_key(body: dict) -> str:
+def _output_key(body: dict, path: str) -> str | None:
+    """The body field that bounds the answer's tokens on this API (embeddings have none)."""
+    if path == RESPONSES:
+        return "max_output_tokens"
+    if path == COMPLETIONS:
+        return "max_tokens"
+    if path != CHAT:
+        return None
     return "max_completion_tokens" if "max_completion_tokens" in body and "max_tokens" not in body else "max_tokens"
 
 
@@ -121,7 +144,7 @@ def complete(call: Call) -> tuple[Reply, CallRecord]:
         fail(call, exc)
         raise
     raw = reply.raw if reply.raw is not None else json.dumps(reply.body, separators=(",", ":")).encode()
-    record = settle(call, reply.usage, response=raw, content_type="application/json")
+    record = settle(call, reply.usage, response=raw, content_type="application/json", response_id=reply.response_id)
     return replace(reply, raw=raw), record
 
 
@@ -138,10 +161,17 @@ def finish_stream(call: Call, stream: Stream, transcript: bytes | None, error: s
     """Charge a stream when it ends, however it ends: its usage, or Tollgate's estimate."""
     usage, estimated = stream.usage, stream.usage is None
     if usage is None:
-        prompt = tokens.count_messages(call.body.get("messages"))
-        usage = Usage(prompt_tokens=prompt, completion_tokens=tokens.count_text(stream.text))
+        usage = Usage(prompt_tokens=tokens.count_prompt(call.body), completion_tokens=tokens.count_text(stream.text))
     replayable = transcript if not estimated and error is None else None
-    return settle(call, usage, estimated=estimated, error=error, response=replayable, content_type="text/event-stream")
+    return settle(
+        call,
+        usage,
+        estimated=estimated,
+        error=error,
+        response=replayable,
+        content_type="text/event-stream",
+        response_id=stream.response_id,
+    )
 
 
 def _attempt(call: Call, action):
@@ -154,6 +184,7 @@ def _attempt(call: Call, action):
             result = action(PROVIDERS[deployment.provider].adapter, deployment)
         except UpstreamError as exc:
             call.upstream_seconds += time.perf_counter() - started
+            _attribute(exc, deployment, call.gw.config.master_key)
             if not _retryable(exc):
                 raise
             call.gw.router.failed(deployment)
@@ -167,17 +198,29 @@ def _attempt(call: Call, action):
     raise AssertionError("unreachable")
 
 
+def _attribute(exc: UpstreamError, deployment: Deployment, master_key: str) -> None:
+    """Name the deployment the error came from, and make sure no credential rides along in its message
+    (the adapter already took out the keys it sent; this also covers the master key)."""
+    exc.deployment_id = deployment.id
+    exc.message = redact(exc.message, (deployment.api_key, master_key))
+
+
 def _retryable(exc: UpstreamError) -> bool:
     if isinstance(exc, UpstreamHTTPError):
         return exc.status == 429 or exc.status >= 500
     return exc.client_status >= 500
 
 
-def settle(call: Call, usage: Usage, *, estimated=False, error=None, response=None, content_type=None) -> CallRecord:
+def settle(
+    call: Call, usage: Usage, *, estimated=False, error=None, response=None, content_type=None, response_id=None
+) -> CallRecord:
     """Charge the call once at the serving deployment's price."""
     gw, deployment = call.gw, call.served
-    pricer = gw.pricers[deployment.id]
-    record = _record(call, usage, pricer.cost(usage), estimated=estimated, error=error, priced=pricer.priced)
+    pricer = gw.pricer(deployment)
+    cost = pricer.cost(usage)
+    record = _record(
+        call, usage, cost, estimated=estimated, error=error, priced=pricer.priced, response_id=_text_id(response_id)
+    )
     settlement = replace(call.admitted.settlement, response=response, content_type=content_type)
     notify = call.admitted.notify
     announcing = notify is not None and record.customer_id is not None and record.priced
@@ -197,6 +240,7 @@ def fail(call: Call, exc: BaseException) -> None:
     """A call that got no answer: logged, charged nothing, its reservation and key released."""
     call.served = call.served or call.candidates[0]
     message = exc.message if isinstance(exc, UpstreamError) else f"{type(exc).__name__} in Tollgate"
+    message = redact(message, (call.served.api_key, call.gw.config.master_key))
     record = _record(call, Usage(), 0, status="failure", error=message)
     call.gw.store.ledger.record_call(record, call.admitted.settlement)
     log_call(record, exc.client_status if isinstance(exc, UpstreamError) else 500)
@@ -217,6 +261,13 @@ def _record(call: Call, usage: Usage, cost_units: int, **outcome) -> CallRecord:
         attempts=max(call.attempts, 1),
         **outcome,
     )
+
+
+def _text_id(value) -> str | None:
+    """An upstream response id worth keeping: a short printable string (anything else is dropped)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_RESPONSE_ID and value.isprintable():
+        return value
+    return None
 
 
 def log_call(record: CallRecord, status: int) -> None:

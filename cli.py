@@ -34,10 +34,20 @@ def check_config(path: str | None) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}")
     for deployment in config.deployments:
-        priced = "priced" if pricer_for(deployment, PRICING_IDS).priced else "NOT PRICED (charged nothing)"
-        print(f"model {deployment.model_name}: {deployment.provider}/{deployment.model}, {priced}")
+        print(f"model {deployment.model_name}: {_describe(deployment)}")
     print("config OK")
     return 0
+
+
+def _describe(deployment) -> str:
+    """Where a deployment sends its calls and how they are priced, for check-config."""
+    target = f"{deployment.provider}/{deployment.model}" if deployment.provider else deployment.model
+    if deployment.wildcard and "*" in target:
+        pricing = "custom prices" if deployment.prices else "priced per requested model by the pricing library"
+        provider = f"provider {deployment.provider}" if deployment.provider else "the provider LiteLLM infers per call"
+        return f"wildcard: any model matching '{deployment.model_name}' goes to {target} ({provider}), {pricing}"
+    priced = "priced" if pricer_for(deployment, PRICING_IDS).priced else "NOT PRICED (charged nothing)"
+    return f"{target}, {priced}"
 
 
 def migrate(config_path: str | None) -> int:

@@ -3,7 +3,12 @@
 `load_config(path, environ)` reads the file once and returns a frozen `Config`. Every problem
 found is collected with its dotted key path and raised together as one `ConfigError`, so an
 operator fixes a broken config in one pass. Keys that LiteLLM knows but Tollgate does not
-implement become warnings (`Config.warnings`), never errors, so a LiteLLM config starts as is.
+implement become warnings (`Config.warnings`), so a LiteLLM config starts as is; a key unknown to
+both that looks like a typo of one Tollgate reads, and the few LiteLLM keys whose being ignored
+would lift a spending limit, are errors (`config_keys`).
+
+Model names are read as LiteLLM reads them (`providers.models`): a bare `gpt-4o-mini` gets the
+provider LiteLLM would infer, and a `model_name` with `*` is a wildcard deployment.
 
 Run `python cli.py check-config [PATH]` to validate a file without starting the server.
 """
@@ -13,18 +18,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import yaml
 
-from providers import PROVIDERS, UNSUPPORTED_PROVIDERS
+from config_keys import (
+    LITELLM_ENTRY,
+    LITELLM_GENERAL_SETTINGS,
+    LITELLM_MODEL_INFO,
+    LITELLM_PARAMS,
+    LITELLM_SETTINGS,
+    LITELLM_TOP_LEVEL,
+)
+from config_reader import Reader
+from providers import PROVIDERS
+from providers.models import is_wildcard, read_target
 
-ENV_PREFIX = "os.environ/"
 DEFAULT_CONFIG_PATH = "config.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///tollgate.db"
 DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -72,8 +86,11 @@ _GENERAL_SETTINGS = {
     "enforce_user_param",
     "max_request_size_mb",
     "database_url",
+    "user_header_mappings",
+    "user_header_name",
 }
 _ALERT_TYPES = ("spend_tracked", "budget_alerts")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class ConfigError(Exception):
@@ -114,6 +131,14 @@ class Deployment:
     mock_latency_ms: int = 0
     max_output_tokens: int | None = None
     drop_params: bool = False
+    # A wildcard whose `model` has no fixed provider (`model: "*"`) picks the provider per call;
+    # these are the provider keys from the environment it may use then.
+    provider_keys: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def wildcard(self) -> bool:
+        """A `model_name` with `*`: serves every requested model it matches."""
+        return is_wildcard(self.model_name)
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,8 @@ class Settings:
     budget_alert_thresholds: tuple[Decimal, ...] = (Decimal("0.85"), Decimal("0.95"))
     enforce_user_param: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Headers that name the customer after LiteLLM's own two (`user_header_mappings`, `user_header_name`).
+    customer_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,20 +206,20 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
 
 def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     """Validate an already-parsed config document against `environ`."""
-    reader = _Reader(environ)
+    reader = Reader(environ)
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): must be a mapping of sections"])
-    for key in raw:
-        if key not in _TOP_LEVEL_KEYS:
-            reader.warn(f"{key}: not supported by Tollgate, ignored")
+    reader.check_keys(raw, "", _TOP_LEVEL_KEYS, LITELLM_TOP_LEVEL)
 
     env_vars = reader.mapping(raw, "environment_variables")
     reader.env = {**environ, **{str(k): str(v) for k, v in env_vars.items() if v is not None}}
 
     litellm = reader.mapping(raw, "litellm_settings")
     general = reader.mapping(raw, "general_settings")
-    reader.warn_unknown(litellm, "litellm_settings", _LITELLM_SETTINGS)
-    reader.warn_unknown(general, "general_settings", _GENERAL_SETTINGS)
+    reader.check_keys(litellm, "litellm_settings", _LITELLM_SETTINGS, LITELLM_SETTINGS,
+                      elsewhere=dict.fromkeys(_GENERAL_SETTINGS, "general_settings"))  # fmt: skip
+    reader.check_keys(general, "general_settings", _GENERAL_SETTINGS, LITELLM_GENERAL_SETTINGS,
+                      elsewhere=dict.fromkeys(_LITELLM_SETTINGS, "litellm_settings"))  # fmt: skip
     settings = _settings(reader, litellm, general)
     deployments = _deployments(reader, raw.get("model_list"), settings)
 
@@ -249,7 +276,7 @@ def _is_base64(text: str) -> bool:
         return False
 
 
-def _settings(reader: _Reader, litellm: dict, general: dict) -> Settings:
+def _settings(reader: Reader, litellm: dict, general: dict) -> Settings:
     defaults = Settings()
     status = reader.integer(
         litellm, "budget_exceeded_status_code", "litellm_settings", defaults.budget_exceeded_status_code
@@ -293,10 +320,40 @@ def _settings(reader: _Reader, litellm: dict, general: dict) -> Settings:
         budget_alert_thresholds=tuple(sorted(thresholds)),
         enforce_user_param=reader.boolean(general, "enforce_user_param", "general_settings"),
         max_request_bytes=int(max_mb * 1024 * 1024) if max_mb else defaults.max_request_bytes,
+        customer_headers=_customer_headers(reader, general),
     )
 
 
-def _deployments(reader: _Reader, model_list: Any, settings: Settings) -> list[Deployment]:
+def _customer_headers(reader: Reader, general: dict) -> tuple[str, ...]:
+    """The headers configured to name the customer, in LiteLLM's order: the mappings with role
+    `customer`, then the deprecated `user_header_name`."""
+    names = []
+    mappings = general.get("user_header_mappings")
+    if mappings is not None and not isinstance(mappings, list):
+        reader.error("general_settings.user_header_mappings: must be a list of {header_name, litellm_user_role}")
+        mappings = []
+    for index, entry in enumerate(mappings or []):
+        path = f"general_settings.user_header_mappings[{index}]"
+        name = entry.get("header_name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name.strip()):
+            reader.error(f"{path}.header_name: must be an HTTP header name")
+            continue
+        role = entry.get("litellm_user_role")
+        if role == "customer":
+            names.append(name.strip().lower())
+        else:
+            reader.warn(
+                f"{path}: role {role!r} is not used by Tollgate (only 'customer' names who is charged), ignored"
+            )
+    single = reader.string(general, "user_header_name", "general_settings")
+    if single is not None and not _HEADER_NAME.fullmatch(single.strip()):
+        reader.error("general_settings.user_header_name: must be an HTTP header name")
+    elif single:
+        names.append(single.strip().lower())
+    return tuple(dict.fromkeys(names))
+
+
+def _deployments(reader: Reader, model_list: Any, settings: Settings) -> list[Deployment]:
     if model_list is None:
         reader.error("model_list: missing; configure at least one model")
         return []
@@ -316,33 +373,29 @@ def _deployments(reader: _Reader, model_list: Any, settings: Settings) -> list[D
     return deployments
 
 
-def _deployment(reader: _Reader, entry: Any, path: str, settings: Settings) -> Deployment | None:
+def _deployment(reader: Reader, entry: Any, path: str, settings: Settings) -> Deployment | None:
     if not isinstance(entry, dict):
         reader.error(f"{path}: must be a mapping with model_name and litellm_params")
         return None
-    for key in entry:
-        if key not in ("model_name", "litellm_params", "model_info"):
-            reader.warn(f"{path}.{key}: not supported by Tollgate, ignored")
+    reader.check_keys(entry, path, LITELLM_ENTRY, ())
     model_name = entry.get("model_name")
     if not isinstance(model_name, str) or not model_name.strip():
         reader.error(f"{path}.model_name: must be a non-empty string")
     params = reader.mapping(entry, "litellm_params", path, required=True)
     info = reader.mapping(entry, "model_info", path)
     params_path, info_path = f"{path}.litellm_params", f"{path}.model_info"
-    reader.warn_unknown(params, params_path, _DEPLOYMENT_PARAMS)
-    reader.warn_unknown(info, info_path, _MODEL_INFO_KEYS)
+    reader.check_keys(params, params_path, _DEPLOYMENT_PARAMS, LITELLM_PARAMS, "litellm_params")
+    reader.check_keys(info, info_path, _MODEL_INFO_KEYS, LITELLM_MODEL_INFO)
 
-    target = params.get("model")
-    if not isinstance(target, str) or "/" not in target:
-        reader.error(f"{params_path}.model: must be '<provider>/<model>', got {target!r}")
+    wildcard = isinstance(model_name, str) and is_wildcard(model_name)
+    api_base = reader.resolve(params.get("api_base"), f"{params_path}.api_base", optional=True, missing=[])
+    target = read_target(params.get("model"), wildcard, api_base if isinstance(api_base, str) else None)
+    for message, report in ((target.error, reader.error), (target.warning, reader.warn)):
+        if message:
+            report(f"{params_path}.model: {message}")
+    if target.provider is None:
         return None
-    provider, model = target.split("/", 1)
-    if provider in UNSUPPORTED_PROVIDERS:
-        reader.warn(f"{params_path}.model: provider '{provider}' is not supported by Tollgate; deployment skipped")
-        return None
-    if provider not in PROVIDERS:
-        reader.error(f"{params_path}.model: unknown provider '{provider}' (supported: {', '.join(sorted(PROVIDERS))})")
-        return None
+    provider, model = target.provider, target.model
 
     missing_env = []
     values = {}
@@ -353,9 +406,9 @@ def _deployment(reader: _Reader, entry: Any, path: str, settings: Settings) -> D
             f"{path}: environment variable {', '.join(missing_env)} is not set; deployment '{model_name}' skipped"
         )
         return None
-    spec = PROVIDERS[provider]
-    api_key = values["api_key"] or (reader.env.get(spec.key_env) if spec.key_env else None)
-    if spec.needs_base and not values["api_base"]:
+    spec = PROVIDERS.get(provider)
+    api_key = values["api_key"] or (reader.env.get(spec.key_env) if spec and spec.key_env else None)
+    if spec is not None and spec.needs_base and not values["api_base"]:
         reader.error(f"{params_path}.api_base: required for provider '{provider}'")
     region = values["region_name"]
     if region is not None and not isinstance(region, str):
@@ -380,6 +433,14 @@ def _deployment(reader: _Reader, entry: Any, path: str, settings: Settings) -> D
         drop_params=reader.boolean(params, "drop_params", params_path)
         if "drop_params" in params
         else settings.drop_params,
+        provider_keys=() if provider else _provider_keys(reader.env),
+    )
+
+
+def _provider_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Each provider's key from its usual environment variable, for a wildcard that picks the provider per call."""
+    return tuple(
+        (name, env[spec.key_env]) for name, spec in PROVIDERS.items() if spec.key_env and env.get(spec.key_env)
     )
 
 
@@ -389,7 +450,7 @@ def _deployment_id(model_name: Any, params: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-def _custom_prices(reader: _Reader, params: dict, info: dict, params_path: str, info_path: str) -> Prices | None:
+def _custom_prices(reader: Reader, params: dict, info: dict, params_path: str, info_path: str) -> Prices | None:
     """Custom prices from litellm_params, else model_info; None when neither sets one."""
     for source, source_path in ((params, params_path), (info, info_path)):
         if not any(source.get(key) is not None for key in _PRICE_KEYS):
@@ -402,111 +463,3 @@ def _custom_prices(reader: _Reader, params: dict, info: dict, params_path: str, 
             cache_write=values["cache_creation_input_token_cost"],
         )
     return None
-
-
-class _Reader:
-    """Collects problems and warnings while reading typed values out of the raw document."""
-
-    def __init__(self, environ: Mapping[str, str]):
-        self.env: Mapping[str, str] = environ
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def error(self, message: str) -> None:
-        self.problems.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def warn_unknown(self, section: dict, path: str, known: set[str]) -> None:
-        for key in section:
-            if key not in known:
-                self.warn(f"{path}.{key}: not supported by Tollgate, ignored")
-
-    def resolve(self, value: Any, path: str, *, optional: bool = False, missing: list | None = None) -> Any:
-        """Replace an `os.environ/NAME` reference with the variable's value."""
-        if isinstance(value, str) and value.startswith(ENV_PREFIX):
-            name = value[len(ENV_PREFIX) :]
-            if name in self.env:
-                return self.env[name]
-            if missing is not None:
-                missing.append(name)
-            elif not optional:
-                self.error(f"{path}: environment variable {name} is not set")
-            return None
-        return value
-
-    def mapping(self, parent: dict, key: str, path: str = "", *, required: bool = False) -> dict:
-        full = f"{path}.{key}" if path else key
-        value = parent.get(key)
-        if value is None:
-            if required:
-                self.error(f"{full}: missing")
-            return {}
-        if not isinstance(value, dict):
-            self.error(f"{full}: must be a mapping")
-            return {}
-        return value
-
-    def string(self, section: dict, key: str, path: str) -> str | None:
-        value = self.resolve(section.get(key), f"{path}.{key}")
-        if value is not None and not isinstance(value, str):
-            self.error(f"{path}.{key}: must be a string")
-            return None
-        return value
-
-    def string_list(self, section: dict, key: str, path: str) -> list[str] | None:
-        value = section.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.error(f"{path}.{key}: must be a list of strings")
-            return None
-        return value
-
-    def boolean(self, section: dict, key: str, path: str) -> bool:
-        value = self.resolve(section.get(key, False), f"{path}.{key}")
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            self.error(f"{path}.{key}: must be true or false")
-            return False
-        return value
-
-    def number(self, section: dict, key: str, path: str, default: float | None) -> float | None:
-        value = self.resolve(section.get(key), f"{path}.{key}")
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-            self.error(f"{path}.{key}: must be a positive number, got {value!r}")
-            return default
-        return number
-
-    def integer(self, section: dict, key: str, path: str, default: int | None) -> int | None:
-        value = self.resolve(section.get(key), f"{path}.{key}")
-        if value is None:
-            return default
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.error(f"{path}.{key}: must be a whole number >= 0, got {value!r}")
-            return default
-        return value
-
-    def money(self, value: Any, path: str) -> Decimal | None:
-        """A non-negative exact amount; YAML floats go through their shortest repr."""
-        value = self.resolve(value, path)
-        if value is None:
-            return None
-        try:
-            amount = Decimal(str(value)) if not isinstance(value, bool) else Decimal("NaN")
-        except InvalidOperation:
-            amount = Decimal("NaN")
-        if not amount.is_finite() or amount < 0:
-            self.error(f"{path}: must be a number >= 0, got {value!r}")
-            return None
-        return amount

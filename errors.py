@@ -10,9 +10,13 @@ Every error a client sees has the OpenAI envelope:
     ├── Forbidden             403  (type given by the raiser)
     ├── NotFound              404  not_found
     ├── (409 idempotency_conflict, raised as a plain ProxyError by routes/llm.py)
+    ├── (503 budget_tier_missing, by spend/admission.py: the default budget tier does not exist)
+    ├── (503 service_unavailable while draining after SIGTERM, answered by app.py's request hook)
     ├── BudgetExceeded        422  budget_exceeded (status from budget_exceeded_status_code)
     ├── RateLimited           429  rate_limit_error, with retry-after
-    ├── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504
+    ├── upstream errors       providers.base.UpstreamError: 4xx relayed, 5xx/unreachable 502, timeout 504;
+    │                         the message names the deployment and the upstream's status, and the
+    │                         response carries `x-litellm-model-id` and `x-tollgate-upstream-status`
     ├── unstorable value      spend.store.Unstorable: 400 invalid_request_error (text with NUL on PostgreSQL)
     └── storage unavailable   spend.store.StoreUnavailable: 503 service_unavailable, with retry-after
                               (the database cannot be reached or written: no call is served uncharged)
@@ -112,7 +116,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(UpstreamError)
     def _upstream_error(exc: UpstreamError):
-        return error_response(exc.client_status, exc.message, exc.type, None)
+        response = error_response(exc.client_status, exc.message, exc.type, None)
+        if exc.deployment_id is not None:
+            response.headers["x-litellm-model-id"] = exc.deployment_id
+        if exc.status is not None:
+            response.headers["x-tollgate-upstream-status"] = str(exc.status)
+        return response
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(exc: StoreUnavailable):

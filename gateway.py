@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from flask import current_app
 
-from config import Config
+from config import Config, Deployment
+from lifecycle import Lifecycle
+from providers import PRICING_IDS
 from providers.http import Upstreams
 from providers.router import Router
-from spend.pricing import Pricer
+from spend.pricing import Pricer, pricer_for
 from spend.store import Store
 from webhooks.dispatcher import Dispatcher
 from webhooks.events import Notify
+
+log = logging.getLogger("tollgate")
+WILDCARD_PRICERS = 4096  # models served through wildcards whose pricing a worker remembers
 
 
 @dataclass
@@ -23,9 +30,29 @@ class Gateway:
     http: Upstreams
     clock: Callable[[], float]
     router: Router
-    pricers: dict[str, Pricer]
+    pricers: dict[str, Pricer]  # the named deployments', resolved at start-up
     started_at: float
     dispatcher: Dispatcher | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    _wildcard_pricer: Callable[[Deployment], Pricer] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._wildcard_pricer = lru_cache(maxsize=WILDCARD_PRICERS)(_price_wildcard_model)
+
+    def pricer(self, deployment: Deployment) -> Pricer:
+        """How a call to `deployment` is priced; a wildcard's models are looked up on first use."""
+        known = self.pricers.get(deployment.id)
+        return known if known is not None else self._wildcard_pricer(deployment)
+
+    def default_tier_problem(self) -> str | None:
+        """Why the default budget tier cannot be applied (it does not exist), or None."""
+        tier = self.config.settings.max_end_user_budget_id
+        if tier is None or self.store.admin.get_budget(tier) is not None:
+            return None
+        return (
+            f"litellm_settings.max_end_user_budget_id: budget tier '{tier}' does not exist; calls of customers "
+            "without a budget of their own are refused until it is created with POST /budget/new"
+        )
 
     def notify(self, token: str | None) -> Notify | None:
         """What a charged call may announce by webhook; None when webhooks are off."""
@@ -43,3 +70,15 @@ class Gateway:
 def current() -> Gateway:
     """The gateway of the app handling this request."""
     return current_app.extensions["tollgate"]
+
+
+def _price_wildcard_model(deployment: Deployment) -> Pricer:
+    pricer = pricer_for(deployment, PRICING_IDS)
+    if not pricer.priced:
+        log.warning(
+            "pricing: no price for model '%s/%s' served by wildcard deployment %s; its calls are charged nothing",
+            deployment.provider,
+            deployment.model,
+            deployment.id,
+        )
+    return pricer

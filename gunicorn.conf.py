@@ -16,6 +16,15 @@ pending migrations are applied (each step printed, with progress on long ones) b
 Workers share the loaded code and pricing data copy-on-write. No database connection is open at
 fork time: connections (SQLite's per thread, PostgreSQL's pool per worker) open after it.
 
+Reload: `kill -HUP <master>` makes gunicorn read this file again and start new workers. Tollgate
+then reads config.yaml again (`on_reload`) and the new workers serve it; the old ones finish their
+calls and stop. A config with problems is logged with every problem, and the new workers serve
+the config that was running: a bad edit never takes the server down.
+
+Stop: SIGTERM to the master drains every worker (lifecycle.py): new requests get 503 at once,
+readiness says so, and the calls in flight finish and are charged before the worker exits, within
+`graceful_timeout`.
+
 Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
 (threads per worker, default 512).
 """
@@ -23,26 +32,49 @@ Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN
 import os
 import sys
 
-from app import MigrationsPending, prepare_database
-from config import ConfigError, load_config
-from spend.engines import open_store
-from spend.store import StoreUnavailable
+# gunicorn reads this file at start and again on every `kill -HUP`, in the master. Only at start
+# may a bad config stop the process; the first reading imports `app`, so finding it imported
+# means this reading is a reload.
+RELOADING = "app" in sys.modules
+
+from app import MigrationsPending, prepare_database  # noqa: E402
+from config import ConfigError, load_config  # noqa: E402
+from spend.engines import open_store  # noqa: E402
+from spend.store import StoreUnavailable  # noqa: E402
+
+DRAIN_MARGIN_SECONDS = 5.0  # a draining worker stops this long before the master's graceful_timeout
 
 
 def _say(line: str) -> None:
     sys.stderr.write(f"tollgate: {line}\n")
 
 
-try:
-    _config = load_config()
-    _store = open_store(_config.database_url)
+def _check_at_start() -> None:
+    """The config valid and the database ready, or one line and exit status 1."""
     try:
-        prepare_database(_store, _config.migrations, report=_say)
-    finally:
-        _store.engine.close()
-except (ConfigError, StoreUnavailable, MigrationsPending) as exc:
-    _say(str(exc))
-    sys.exit(1)
+        config = load_config()
+        store = open_store(config.database_url)
+        try:
+            prepare_database(store, config.migrations, report=_say)
+        finally:
+            store.engine.close()
+    except (ConfigError, StoreUnavailable, MigrationsPending) as exc:
+        _say(str(exc))
+        sys.exit(1)
+
+
+def _check_on_reload() -> str | None:
+    """The config's problems (None when it loads): on a reload they are reported, never fatal."""
+    try:
+        load_config()
+    except ConfigError as exc:
+        return str(exc)
+    except Exception as exc:  # anything raised here would stop the master
+        return f"{type(exc).__name__} while reading the config"
+    return None
+
+
+_reload_problem = _check_on_reload() if RELOADING else _check_at_start()
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
 # Two workers on two cores: more workers than cores added a little throughput and much more to
@@ -66,7 +98,40 @@ def post_fork(server, worker):
     """Each worker runs its own background threads (WAL checkpoints, webhook delivery); threads never cross a fork."""
     from app import start_background_work
 
-    start_background_work(worker.app.wsgi())
+    app = worker.app.wsgi()
+    app.extensions["tollgate"].lifecycle.mark_born()
+    start_background_work(app)
+
+
+def post_worker_init(worker):
+    """A worker drains on SIGTERM when the server stops (gunicorn's own handler is in place by now)."""
+    lifecycle = worker.wsgi.extensions["tollgate"].lifecycle
+    lifecycle.drain_on_sigterm(worker.handle_exit, max(worker.cfg.graceful_timeout - DRAIN_MARGIN_SECONDS, 1.0))
+
+
+def on_reload(server):
+    """`kill -HUP`: the workers about to be replaced are told so, then the app the new workers run is
+    built from the config just read (in the master, as at start); the running app stays when it cannot be."""
+    previous = server.app.callable
+    if previous is not None:
+        previous.extensions["tollgate"].lifecycle.replace_workers()
+    if _reload_problem is not None:
+        server.log.error("config reload refused; the workers keep serving the running config.\n%s", _reload_problem)
+        return
+    server.app.callable = None
+    try:
+        server.app.wsgi()
+    except Exception as exc:  # a database that cannot be reached, migrations left to the release phase
+        server.app.callable = previous
+        server.log.error("config reload failed (%s); the workers keep serving the running config", exc)
+        return
+    server.log.info("config reloaded from %s; new workers serve it", os.environ.get("CONFIG_FILE_PATH", "config.yaml"))
+
+
+def nworkers_changed(server, new_value, old_value):
+    """Fewer workers (`kill -TTOU`): the ones stopped are replaced, not drained."""
+    if old_value is not None and new_value < old_value and server.app.callable is not None:
+        server.app.callable.extensions["tollgate"].lifecycle.replace_workers()
 
 
 def worker_exit(server, worker):

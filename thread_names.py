@@ -12,6 +12,7 @@ import threading
 
 DELIVERY = "tg-webhooks"  # webhooks.dispatcher's thread, one per worker
 CHECKPOINT = "tg-checkpoint"  # spend.sqlite's WAL checkpoint thread, one per worker
+DRAIN = "tg-drain"  # lifecycle's wait for in-flight calls after SIGTERM, one per stopping worker
 
 
 def name_this_thread(name: str) -> None:

@@ -19,6 +19,7 @@ from providers.base import (
     UpstreamBadResponse,
     UpstreamHTTPError,
     Usage,
+    label,
     openai_usage,
     send,
 )
@@ -81,7 +82,7 @@ class AnthropicAdapter:
         """The `chat.completion` for an Anthropic message, with normalized usage; pure."""
         content = data.get("content")
         if not isinstance(content, list) or data.get("type", "message") != "message":
-            raise UpstreamBadResponse(f"Upstream '{deployment.model_name}' returned a body that is not a message")
+            raise UpstreamBadResponse(f"Upstream {label(deployment)} returned a body that is not a message")
         blocks = [block for block in content if isinstance(block, dict)]
         texts = [str(block.get("text") or "") for block in blocks if block.get("type") == "text"]
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -102,13 +103,13 @@ class AnthropicAdapter:
     def complete(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Reply:
         """One non-streaming call: build, send, translate the answer."""
         call = self.build_request(deployment, body, path)
-        data, _ = send(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
+        data, _ = send(http, call, deployment.timeout, label=label(deployment))
         return self.parse_response(deployment, data)
 
     def stream(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Stream:
         """Open a Messages stream and translate its events into OpenAI chunks as they arrive."""
         call = self.build_request(deployment, {**body, "stream": True}, path)
-        response = open_stream(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
+        response = open_stream(http, call, deployment.timeout, label=label(deployment))
         translator = self.stream_translator(deployment)
         stream = Stream((), response.close)
 
@@ -332,7 +333,7 @@ class AnthropicStreamTranslator:
     _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
     def __init__(self, deployment, created: int | None = None):
-        self.label = f"'{deployment.model_name}'"
+        self.label = label(deployment)
         self.id = ""
         self.model = deployment.model
         self.created = int(time.time()) if created is None else created

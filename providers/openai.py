@@ -1,10 +1,16 @@
-"""The OpenAI-compatible adapter: OpenAI itself and every provider that speaks its API."""
+"""The OpenAI-compatible adapter: OpenAI itself and every provider that speaks its API.
+
+It relays chat completions, embeddings, legacy text completions and the Responses API: the
+client's body with `model` replaced, to `{api_base}/{path}`. Only the usage is read from the
+answer (the Responses API names it `input_tokens`/`output_tokens`).
+"""
 
 from __future__ import annotations
 
-from providers.base import HttpCall, Reply, UnsupportedParams, send, usage_from_openai
+from providers.apis import RESPONSES
+from providers.base import HttpCall, Reply, UnsupportedParams, label, send, usage_from_openai, usage_from_responses
 from providers.http import Upstreams
-from providers.streaming import Stream, open_stream, openai_stream, wants_usage
+from providers.streaming import Stream, open_stream, openai_stream, responses_stream, wants_usage
 
 # Request fields that are LiteLLM's or Tollgate's own, never sent to an upstream.
 PROXY_ONLY = frozenset(
@@ -53,21 +59,26 @@ class OpenAIAdapter:
             )
         return {k: v for k, v in payload.items() if k not in self.rejects}
 
-    def parse_response(self, deployment, data: dict, raw: bytes | None = None) -> Reply:
+    def parse_response(self, deployment, data: dict, raw: bytes | None = None, path: str = "chat/completions") -> Reply:
         """The reply for the client: the upstream's body unchanged, with its usage read."""
-        return Reply(body=data, usage=usage_from_openai(data), raw=raw)
+        usage = usage_from_responses(data) if path == RESPONSES else usage_from_openai(data)
+        return Reply(body=data, usage=usage, raw=raw)
 
     def complete(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Reply:
         call = self.build_request(deployment, body, path)
-        data, raw = send(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
-        return self.parse_response(deployment, data, raw)
+        data, raw = send(http, call, deployment.timeout, label=label(deployment))
+        return self.parse_response(deployment, data, raw, path)
 
     def stream(self, http: Upstreams, deployment, body: dict, path: str = "chat/completions") -> Stream:
-        """Open the upstream stream, asking for usage so the call can be charged exactly."""
+        """Open the upstream stream, asking for usage so the call can be charged exactly (a Responses
+        API stream always ends with it)."""
+        if path == RESPONSES:
+            call = self.build_request(deployment, {**body, "stream": True}, path)
+            return responses_stream(open_stream(http, call, deployment.timeout, label=label(deployment)))
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
         payload = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
         call = self.build_request(deployment, payload, path)
-        response = open_stream(http, call, deployment.timeout, label=f"'{deployment.model_name}'")
+        response = open_stream(http, call, deployment.timeout, label=label(deployment))
         return openai_stream(response, wants_usage(body))
 
 

@@ -3,7 +3,12 @@
 `open_stream` does everything that can fail before the first byte (connect, HTTP status), so a
 failing deployment can still be retried; after that a `Stream` yields SSE bytes for the client
 and, when it ends, says what the call used: the upstream's usage, or None when none came (the
-client left, the upstream cut the stream) — the caller then estimates from `text`.
+client left, the upstream cut the stream) — the caller then estimates from `text` — and the
+upstream's id of the answer (`response_id`).
+
+Chat and text completions stream `data:` chunks ending in `data: [DONE]` (`openai_stream`); the
+Responses API streams named events (`event: response.output_text.delta`) and ends with
+`response.completed`, which carries the usage (`responses_stream`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 
-from providers.base import HttpCall, Usage, post, usage_from_openai
+from providers.base import HttpCall, Usage, post, usage_from_openai, usage_from_responses
 from providers.http import Response, Upstreams
 
 DONE = b"data: [DONE]\n\n"
@@ -55,6 +60,7 @@ class Stream:
         self._close = close
         self.usage: Usage | None = None
         self.text = ""
+        self.response_id: str | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._events)
@@ -63,11 +69,19 @@ class Stream:
         self._close()
 
     def saw(self, chunk: dict) -> None:
-        """Keep what an estimate needs: the text of the answer so far."""
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+        """Keep what an estimate needs, the text of the answer so far (a chat chunk's `delta.content`,
+        a text completion's `text`), and the answer's id."""
+        if self.response_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
+            self.response_id = chunk["id"]
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                 self.text += delta["content"]
+            elif isinstance(choice.get("text"), str):
+                self.text += choice["text"]
 
 
 def openai_stream(response: Response, client_wants_usage: bool) -> Stream:
@@ -98,6 +112,41 @@ def openai_stream(response: Response, client_wants_usage: bool) -> Stream:
 
     stream._events = events()
     return stream
+
+
+# The Responses API's last event of an answer, each carrying the final `response` with its usage.
+RESPONSE_ENDINGS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def responses_stream(response: Response) -> Stream:
+    """Relay a Responses API stream event by event, as it comes; its usage is in the final event."""
+    stream = Stream((), response.close)
+
+    def events() -> Iterator[bytes]:
+        for name, data in sse_events(response):
+            try:
+                event = json.loads(data)
+            except ValueError:
+                event = None
+            kind = name or (event.get("type") if isinstance(event, dict) else None)
+            if isinstance(event, dict):
+                saw_response_event(stream, kind, event)
+            head = f"event: {name}\n".encode() if name else b""
+            yield head + b"data: " + data.encode() + b"\n\n"
+
+    stream._events = events()
+    return stream
+
+
+def saw_response_event(stream: Stream, kind: str | None, event: dict) -> None:
+    """Keep the answer's id, its text so far and, from its final event, its usage."""
+    answer = event.get("response")
+    if isinstance(answer, dict) and isinstance(answer.get("id"), str) and stream.response_id is None:
+        stream.response_id = answer["id"]
+    if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+        stream.text += event["delta"]
+    elif kind in RESPONSE_ENDINGS and isinstance(answer, dict) and isinstance(answer.get("usage"), dict):
+        stream.usage = usage_from_responses(answer)
 
 
 def wants_usage(body: dict) -> bool:

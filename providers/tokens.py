@@ -42,8 +42,34 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def count_prompt(body: dict) -> int:
+    """Estimated prompt tokens of a request on any API: chat `messages`, a Responses API `input`
+    and `instructions`, a text completion's `prompt`, an embedding's `input`."""
+    total = count_messages(body.get("messages")) if isinstance(body.get("messages"), list) else 0
+    for key in ("input", "prompt", "instructions"):
+        total += count_text(_flatten(body.get(key)))
+    return total
+
+
+def _flatten(value: Any) -> str:
+    """The text of a string, a list of strings, or a list of items with content (Responses API input)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        return ""
+    texts = []
+    for item in value:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            texts.append(_text_of(item.get("content")) or str(item.get("text") or ""))
+    return " ".join(texts)
+
+
 def last_user_text(messages: Any) -> str:
-    """The text of the last user message, or an empty string."""
+    """The text of the last user message (or a Responses API `input` string), or an empty string."""
+    if isinstance(messages, str):
+        return messages
     if isinstance(messages, list):
         for message in reversed(messages):
             if isinstance(message, dict) and message.get("role") == "user":

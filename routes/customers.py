@@ -155,8 +155,9 @@ def _customer_changes(body: dict) -> dict:
 
 def _configured_model(value) -> str | None:
     model = fields.text(value, "default_model")
-    names = gateway_state.current().router.model_names()
-    if model is not None and model not in names:
+    router = gateway_state.current().router
+    names = router.model_names()
+    if model is not None and not router.serves(model):
         raise BadRequest(
             f"Default Model not on proxy. Configure via config.yaml. Default_model={model}, "
             f"proxy_model_names={sorted(names)}",

@@ -1,4 +1,5 @@
-"""The LLM routes: chat completions (streaming or not), embeddings and the model list.
+"""The LLM routes: chat completions, text completions and the Responses API (streaming or not),
+embeddings, and the model list.
 
 Each route reads and checks the body, then hands the call to `calls`: `begin` (customer,
 enforcement, deployments, Idempotency-Key, budget reservation), `complete` or `open_stream`
@@ -14,7 +15,8 @@ from flask import Blueprint, Response, g, jsonify, request
 
 import calls
 import gateway as gateway_state
-from errors import BadRequest, ProxyError
+from errors import BadRequest, NotFound, ProxyError
+from providers.apis import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from providers.base import UpstreamError
 from providers.http import TransportError
 from providers.streaming import sse
@@ -31,46 +33,94 @@ CHAT_PATHS = (
     "/engines/<path:model>/chat/completions",
 )
 EMBEDDING_PATHS = ("/embeddings", "/v1/embeddings", "/openai/deployments/<path:model>/embeddings")
+COMPLETION_PATHS = (
+    "/completions",
+    "/v1/completions",
+    "/openai/deployments/<path:model>/completions",
+    "/engines/<path:model>/completions",
+)
+RESPONSES_PATHS = ("/responses", "/v1/responses")
 # Streams longer than this are not kept for Idempotency-Key replays (the key is released instead).
 MAX_REPLAY_BYTES = 1024 * 1024
 
 
 def chat_completions(model: str | None = None):
-    body = json_body()
-    if model is not None:
-        body["model"] = model
+    body = _body(model)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("`messages` must be a list of chat messages", param="messages")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise BadRequest("`stream` must be true or false", param="stream")
-    return _serve(body, "chat/completions", stream=bool(body.get("stream")))
+    return _serve(body, CHAT, stream=_streamed(body))
+
+
+def completions(model: str | None = None):
+    """Legacy text completions (`prompt` in, `choices[].text` out), relayed as they are."""
+    body = _body(model)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
+        raise BadRequest("`prompt` must be a string or a non-empty list", param="prompt")
+    return _serve(body, COMPLETIONS, stream=_streamed(body))
+
+
+def responses():
+    """The OpenAI Responses API, relayed to OpenAI-compatible deployments."""
+    body = _body(None)
+    if "input" in body and not isinstance(body["input"], str | list):
+        raise BadRequest("`input` must be a string or a list of input items", param="input")
+    return _serve(body, RESPONSES, stream=_streamed(body))
 
 
 def embeddings(model: str | None = None):
-    body = json_body()
-    if model is not None:
-        body["model"] = model
+    body = _body(model)
     given = body.get("input")
     if not isinstance(given, str | list) or not given:
         raise BadRequest("`input` must be a string or a non-empty list", param="input")
-    return _serve(body, "embeddings", stream=False)
+    return _serve(body, EMBEDDINGS, stream=False)
 
 
-for _path in CHAT_PATHS:
-    blueprint.add_url_rule(_path, view_func=chat_completions, methods=["POST"])
-for _path in EMBEDDING_PATHS:
-    blueprint.add_url_rule(_path, view_func=embeddings, methods=["POST"])
+def _body(model: str | None) -> dict:
+    """The JSON body, with the model named in the URL (Azure and engine paths) put in it."""
+    body = json_body()
+    if model is not None:
+        body["model"] = model
+    return body
+
+
+def _streamed(body: dict) -> bool:
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("`stream` must be true or false", param="stream")
+    return bool(body.get("stream"))
+
+
+for _paths, _view in ((CHAT_PATHS, chat_completions), (COMPLETION_PATHS, completions),
+                      (RESPONSES_PATHS, responses), (EMBEDDING_PATHS, embeddings)):  # fmt: skip
+    for _path in _paths:
+        blueprint.add_url_rule(_path, view_func=_view, methods=["POST"])
 
 
 @blueprint.get("/models")
 @blueprint.get("/v1/models")
 def models():
     gw = gateway_state.current()
-    data = [
-        {"id": name, "object": "model", "created": int(gw.started_at), "owned_by": gw.router.group(name)[0].provider}
-        for name in gw.router.model_names()
-    ]
-    return jsonify({"object": "list", "data": data})
+    return jsonify({"object": "list", "data": [_model_card(gw, name) for name in gw.router.model_names()]})
+
+
+@blueprint.get("/models/<path:model_id>")
+@blueprint.get("/v1/models/<path:model_id>")
+def model(model_id: str):
+    """One model: a configured name, or one a wildcard deployment serves; 404 otherwise."""
+    gw = gateway_state.current()
+    if not gw.router.serves(model_id):
+        raise NotFound(f"The model '{model_id}' does not exist on this proxy", param="model")
+    return jsonify(_model_card(gw, model_id))
+
+
+def _model_card(gw, name: str) -> dict:
+    """OpenAI's model object. A wildcard's pattern is listed as written; one that picks its provider
+    per call is owned by `openai`, as LiteLLM reports it."""
+    try:
+        owner = gw.router.group(name)[0].provider or "openai"
+    except ProxyError:
+        owner = next(d.provider for d in gw.config.deployments if d.model_name == name) or "openai"
+    return {"id": name, "object": "model", "created": int(gw.started_at), "owned_by": owner}
 
 
 def _serve(body: dict, path: str, *, stream: bool) -> Response:
@@ -113,7 +163,7 @@ def _stream_response(call: calls.Call, stream) -> Response:
         except (TransportError, UpstreamError) as exc:
             error = f"stream cut by the upstream ({type(exc).__name__})"
             status = exc.client_status if isinstance(exc, UpstreamError) else 502
-            yield sse({"error": {"message": error, "type": "upstream_error", "param": None, "code": str(status)}})
+            yield _error_event(call.path, error, status)
         finally:
             stream.close()
             replay = b"".join(transcript) if keep and size <= MAX_REPLAY_BYTES else None
@@ -123,6 +173,14 @@ def _stream_response(call: calls.Call, stream) -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return _with_headers(response, call.request_id, call, None)
+
+
+def _error_event(path: str, message: str, status: int) -> bytes:
+    """The event that ends a broken stream, in the shape the API's clients read errors in."""
+    if path == RESPONSES:
+        error = {"type": "error", "code": "upstream_error", "message": message, "param": None}
+        return b"event: error\n" + sse(error)
+    return sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}})
 
 
 def _replay(earlier: Replay) -> Response:

@@ -1,7 +1,9 @@
 """`GET /spend/logs`: one row per call, filtered and paginated, as JSON or CSV (SPEC §8).
 
-Filters: `end_user` (or `customer_id`), `model` (model group or provider model), `start_date`,
-`end_date` (`YYYY-MM-DD`, both days included, or ISO-8601 times, the end excluded). Pages:
+Filters: `request_id` (Tollgate's call id, `x-litellm-call-id`, or the upstream's response id:
+`chatcmpl-…`, `resp_…`, `msg_…`), `end_user` (or `customer_id`), `model` (model group or provider
+model), `start_date`, `end_date` (`YYYY-MM-DD`, both days included, or ISO-8601 times, the end
+excluded). Pages:
 `page` (from 1) and `page_size` (default 100; at most 1,000 for JSON, 10,000 for CSV). The total
 matching is in the `x-total-count` header. CSV with `?format=csv` or `Accept: text/csv`.
 """
@@ -24,7 +26,7 @@ from spend.store import SpendLogFilter, SpendLogRow
 blueprint = Blueprint("spend_logs", __name__)
 DEFAULT_PAGE_SIZE = 100
 COLUMNS = (
-    "request_id", "end_user", "model_group", "model", "model_id", "status", "spend", "prompt_tokens",
+    "request_id", "response_id", "end_user", "model_group", "model", "model_id", "status", "spend", "prompt_tokens",
     "completion_tokens", "total_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens",
     "estimated", "priced", "error", "latency_ms", "startTime", "endTime",
 )  # fmt: skip
@@ -34,6 +36,7 @@ COLUMNS = (
 def spend_logs():
     as_csv = request.args.get("format") == "csv" or request.accept_mimetypes.best == "text/csv"
     where = SpendLogFilter(
+        request_id=text_arg("request_id"),
         customer_id=text_arg("end_user", "customer_id"),
         model=text_arg("model"),
         since=_bound("start_date", end=False),
@@ -67,6 +70,7 @@ def _bound(name: str, *, end: bool) -> str | None:
 def _values(row: SpendLogRow) -> dict:
     return {
         "request_id": row.request_id,
+        "response_id": row.response_id,
         "end_user": row.customer_id,
         "model_group": row.model_group,
         "model": row.provider_model,

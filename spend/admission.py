@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from config import Deployment
-from errors import BadRequest, BudgetExceeded, Forbidden, RateLimited
+from errors import BadRequest, BudgetExceeded, Forbidden, ProxyError, RateLimited
 from providers.base import Usage
 from spend import periods
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, RateLimits
@@ -25,7 +25,9 @@ from webhooks.events import Notify
 DEFAULT_OUTPUT_LIMIT = 16384
 IMAGE_TOKEN_ALLOWANCE = 2000
 RESERVATION_GRACE_SECONDS = 60.0
-_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens")
+_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Where a request carries its prompt: chat, the Responses API, text completions, embeddings.
+_PROMPT_KEYS = ("messages", "tools", "functions", "input", "instructions", "prompt")
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,26 @@ def gate(customer_id: str | None, customer: Customer | None, model: object) -> o
 
 
 def applicable_budget(admin: Admin, customer: Customer | None, default_id: str | None) -> Budget | None:
-    """The customer's own budget or tier, else the default tier (`max_end_user_budget_id`)."""
+    """The customer's own budget or tier, else the default tier (`max_end_user_budget_id`).
+
+    A default tier that does not exist never means "no limit": the call is refused (503) until the
+    operator creates it, with a message naming it.
+    """
     if customer is not None and customer.budget is not None:
         return customer.budget
-    return admin.get_budget(default_id) if default_id else None
+    if not default_id:
+        return None
+    budget = admin.get_budget(default_id)
+    if budget is None:
+        raise ProxyError(
+            f"No budget can be applied to this customer: the default budget tier '{default_id}' "
+            "(litellm_settings.max_end_user_budget_id) does not exist. The operator must create it "
+            "(POST /budget/new) before such calls are served.",
+            status=503,
+            type="budget_tier_missing",
+            headers={"retry-after": "60"},
+        )
+    return budget
 
 
 def window_end(reset_at: str | None, duration: str | None, now: float) -> float | None:
@@ -104,7 +122,7 @@ def estimate(body: dict, pricer: Pricer, deployment: Deployment) -> Estimate:
 
 def prompt_bound(body: dict) -> int:
     """An upper bound of the prompt's tokens: a token is at least one byte of its text."""
-    parts = {key: body.get(key) for key in ("messages", "tools", "functions", "input") if body.get(key)}
+    parts = {key: body.get(key) for key in _PROMPT_KEYS if body.get(key)}
     text = json.dumps(parts, ensure_ascii=False)
     return len(text.encode()) + IMAGE_TOKEN_ALLOWANCE * text.count('"image_url"')
 

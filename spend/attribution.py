@@ -1,7 +1,9 @@
 """Who a call is charged to (SPEC §5). Pure: headers and body in, a customer id or None out.
 
-First match wins: header `x-litellm-customer-id`, header `x-litellm-end-user-id`, body `user`,
-body `litellm_metadata.user`, body `metadata.user_id` (a dict, or a JSON string holding one).
+First match wins: header `x-litellm-customer-id`, header `x-litellm-end-user-id`, the headers the
+config names (`user_header_mappings` with role `customer`, then `user_header_name`), body `user`,
+body `litellm_metadata.user`, body `metadata.user_id` (a dict, or a JSON string holding one), body
+`safety_identifier` (the Responses API's and chat's newer name for the end user), as LiteLLM orders them.
 Strings are stripped and an empty one means "no customer"; numbers become strings; booleans,
 lists and objects are ignored. Ids over 256 characters or with control characters are refused.
 """
@@ -20,9 +22,12 @@ MAX_CUSTOMER_ID_LENGTH = 256
 HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
 
 
-def resolve_customer_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
-    """The customer id named by the request, validated; None when it names nobody."""
-    for name in HEADERS:
+def resolve_customer_id(
+    headers: Mapping[str, str], body: Mapping[str, Any], extra_headers: tuple[str, ...] = ()
+) -> str | None:
+    """The customer id named by the request, validated; None when it names nobody.
+    `extra_headers` are the configured customer headers, read after LiteLLM's own two."""
+    for name in (*HEADERS, *extra_headers):
         customer = coerce_customer_id(headers.get(name), name)
         if customer is not None:
             return customer
@@ -30,6 +35,7 @@ def resolve_customer_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> 
         ("user", body.get("user")),
         ("litellm_metadata.user", _field(body.get("litellm_metadata"), "user")),
         ("metadata.user_id", _field(body.get("metadata"), "user_id")),
+        ("safety_identifier", body.get("safety_identifier")),
     )
     for where, value in candidates:
         customer = coerce_customer_id(value, where)

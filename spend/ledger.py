@@ -33,7 +33,7 @@ IDEMPOTENCY_SECONDS = 24 * 3600.0
 _LOG_COLUMNS = (
     "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
     "cached_tokens, cache_creation_tokens, reasoning_tokens, cost_units, priced, estimated, status, error, "
-    "latency_ms, started_at, created_at, attempts"
+    "latency_ms, started_at, created_at, attempts, response_id"
 )
 _CHARGE = (
     "INSERT INTO spend_accounts (user_id, scope, spend_units, period_end) VALUES (:user, :scope, :cost, :end) "
@@ -254,7 +254,7 @@ class SQLLedger:
     def _insert_spend_log(self, tx: Cursor, record: CallRecord) -> None:
         usage = record.usage
         tx.execute(
-            f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 20)})",
             (
                 record.request_id,
                 record.customer_id,
@@ -275,6 +275,7 @@ class SQLLedger:
                 iso_timestamp(record.started_at),
                 iso_timestamp(record.ended_at),
                 record.attempts,
+                record.response_id,
             ),
         )
 
@@ -331,6 +332,9 @@ class SQLLedger:
 
 def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:
     conditions, params = [], []
+    if where.request_id is not None:
+        conditions.append("(request_id = ? OR response_id = ?)")
+        params += [where.request_id, where.request_id]
     if where.customer_id is not None:
         conditions.append("customer_id = ?")
         params.append(where.customer_id)

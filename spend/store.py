@@ -55,6 +55,7 @@ class CallRecord:
     estimated: bool = False
     error: str | None = None
     attempts: int = 1
+    response_id: str | None = None  # the upstream's id of the answer (`chatcmpl-…`, `resp_…`, `msg_…`)
 
     @property
     def latency_ms(self) -> int:
@@ -124,16 +125,19 @@ class SpendLogRow:
     started_at: str
     created_at: str
     attempts: int = 1
+    response_id: str | None = None
 
 
 @dataclass(frozen=True)
 class SpendLogFilter:
-    """Which spend-log rows to read: a customer, a model (group or provider model), a time range."""
+    """Which spend-log rows to read: a call (by Tollgate's call id or the upstream's response id),
+    a customer, a model (group or provider model), a time range."""
 
     customer_id: str | None = None
     model: str | None = None
     since: str | None = None  # ISO-8601, inclusive
     until: str | None = None  # ISO-8601, exclusive
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def test_liveness_is_open(client, path):
 def test_readiness_is_open_and_reports_the_database(client):
     response = client.get("/health/readiness")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "healthy", "db": "connected"}
+    assert response.get_json() == {"status": "healthy", "db": "connected", "models": 2, "warnings": []}
 
 
 def test_readiness_is_503_when_the_database_is_unreachable(make_app, tmp_path):

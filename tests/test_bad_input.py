@@ -122,13 +122,16 @@ def test_upstream_non_json_is_502(client, baseline, upstream):
     )
 
 
-def test_upstream_4xx_keeps_its_status_and_message(client, baseline, upstream):
+def test_upstream_4xx_keeps_its_status_type_and_message_and_says_where_it_came_from(client, baseline, upstream):
     error_body = {
         "error": {"message": "This model's maximum context length is 8192 tokens", "type": "invalid_request_error"}
     }
     upstream.post(f"{UPSTREAM}/chat/completions", status=400, json=error_body)
-    error = assert_openai_error(client.post("/chat/completions", json=chat_body(user=STEADY), headers=AUTH), 400)
-    assert error["message"] == "This model's maximum context length is 8192 tokens"
+    response = client.post("/chat/completions", json=chat_body(user=STEADY), headers=AUTH)
+    error = assert_openai_error(response, 400, "invalid_request_error")
+    assert error["message"].startswith(f"Upstream 'gpt-test' (deployment {response.headers['x-litellm-model-id']}) ")
+    assert error["message"].endswith("returned HTTP 400: This model's maximum context length is 8192 tokens")
+    assert response.headers["x-tollgate-upstream-status"] == "400"
 
 
 def test_upstream_connection_refused_is_502(make_app, store):

@@ -23,6 +23,7 @@ def sdk(tmp_path_factory, module_database_url):
                 "model_name": "embed-test",
                 "litellm_params": {"model": "openai/embed-test", "api_base": upstream.url, "api_key": "none", **PRICED},
             },
+            {"model_name": "mock-test", "litellm_params": {"model": "mock/mock-test", **PRICED}},
         ]
         env = server_env(write_config(directory, models), module_database_url())
         with tollgate_server(env, workers=2) as server:
@@ -83,4 +84,24 @@ def test_sdk_sees_errors_as_its_own_exceptions(sdk):
     assert "no-such-model" in caught.value.message
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=client.base_url, api_key="sk-wrong", max_retries=0).models.list()
-    assert [model.id for model in client.models.list()] == ["gpt-test", "embed-test"]
+    assert [model.id for model in client.models.list()] == ["gpt-test", "embed-test", "mock-test"]
+
+
+def test_sdk_responses_api_plain_and_streamed(sdk):
+    client, server = sdk
+    response = client.responses.create(model="mock-test", input="Say hi", user="sdk-responses")
+    assert response.output_text.startswith("This is a mock response") and response.usage.input_tokens > 0
+    events = list(client.responses.create(model="mock-test", input="Say hi", user="sdk-responses", stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == response.output_text
+    assert spend(server, "sdk-responses") > 0
+
+
+def test_sdk_text_completions_and_one_model(sdk):
+    client, server = sdk
+    completion = client.completions.create(model="mock-test", prompt="Once upon a time", user="sdk-legacy")
+    assert completion.choices[0].text and completion.usage.total_tokens > 0
+    assert spend(server, "sdk-legacy") > 0
+    assert client.models.retrieve("embed-test").id == "embed-test"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")

@@ -75,3 +75,61 @@ def test_csv_export(client, calls, ask):
 )
 def test_bad_filters_are_400(client, query):
     assert_openai_error(logs(client, query), 400)
+
+
+ANTHROPIC_REPLY = {
+    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-3-5-haiku-20241022",
+    "content": [{"type": "text", "text": "Hi"}],
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 10, "output_tokens": 5},
+}
+RESPONSE = {
+    "id": "resp_67ccd2bed1ec8190b14f964abc054267",
+    "object": "response",
+    "status": "completed",
+    "model": "gpt-test",
+    "output": [],
+    "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream_url", "answer", "body"),
+    [
+        ("/chat/completions", f"{UPSTREAM}/chat/completions", openai_reply(), chat_body(user="finder")),
+        ("/v1/responses", f"{UPSTREAM}/responses", RESPONSE, {"model": "gpt-test", "input": "hi", "user": "finder"}),
+        ("/chat/completions", "https://api.anthropic.com/v1/messages", ANTHROPIC_REPLY,
+         chat_body(model="claude", user="finder")),
+    ],
+)  # fmt: skip
+def test_request_id_finds_a_call_by_its_call_id_or_its_upstream_response_id(
+    make_app, upstream, path, upstream_url, answer, body
+):
+    models = [
+        {
+            "model_name": "gpt-test",
+            "litellm_params": {"model": "openai/gpt-test", "api_base": UPSTREAM, "api_key": "k"},
+        },
+        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-haiku-20241022", "api_key": "k"}},
+    ]
+    client = make_app(model_list=models).test_client()
+    upstream.post(upstream_url, json=answer)
+    upstream.post(f"{UPSTREAM}/chat/completions", json={**openai_reply(), "id": "chatcmpl-other"})
+    call_id = client.post(path, json=body, headers=AUTH).headers["x-litellm-call-id"]
+    client.post("/chat/completions", json=chat_body(user="someone-else"), headers=AUTH)
+
+    for query in (call_id, answer["id"]):
+        response = logs(client, f"?request_id={query}")
+        [row] = response.get_json()
+        assert (row["request_id"], row["response_id"], row["end_user"]) == (call_id, answer["id"], "finder")
+        assert response.headers["x-total-count"] == "1"
+    assert logs(client, "?request_id=chatcmpl-nothing-like-it").get_json() == []
+    as_csv = client.get(f"/spend/logs?format=csv&request_id={answer['id']}", headers=AUTH).get_data(as_text=True)
+    assert [row["response_id"] for row in csv.DictReader(io.StringIO(as_csv))] == [answer["id"]]
+
+
+def test_request_id_with_a_nul_character_is_400(client):
+    assert_openai_error(logs(client, "?request_id=abc%00"), 400, "invalid_request_error", "request_id")
