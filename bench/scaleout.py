@@ -58,7 +58,7 @@ from pathlib import Path
 import requests
 
 from bench import common, run, wrk
-from tests.servers import REPO, Server, free_port, procfile_command, stop
+from tests.servers import REPO, Server, free_port, procfile_command, stop, wait_until_serving
 
 CALL_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
@@ -156,27 +156,12 @@ def instances(
             stack.callback(stop, process)
             servers.append(Server(f"http://127.0.0.1:{port}", process, log_path))
         for server in servers:
-            wait_until_ready(server)
+            wait_until_serving(server, START_TIMEOUT)
             try:
                 common.wait_for_workers(server.process.pid, workers)
             except RuntimeError as exc:
                 raise RuntimeError(f"{exc}; its log ends:\n{server.log()[-4000:]}") from None
         yield servers
-
-
-def wait_until_ready(server: Server) -> None:
-    """Poll /health/readiness every 50 ms until it answers 200, for at most START_TIMEOUT."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"tollgate exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if requests.get(f"{server.url}/health/readiness", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"tollgate did not answer within {START_TIMEOUT}s:\n{server.log()}")
 
 
 def write_config(folder: Path, name: str, upstream_url: str, settings: dict | None = None) -> Path:

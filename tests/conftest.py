@@ -73,6 +73,15 @@ def contract_store(engine, database_url, stores):
 
 
 @pytest.fixture
+def sqlite_store(database_url, stores):
+    """A migrated store on a new SQLite file: for what only the SQLite engine has."""
+    store = open_store(database_url("sqlite", "spend.db"))
+    stores.append(store)
+    store.engine.migrate()
+    return store
+
+
+@pytest.fixture
 def environ(database_url):
     return {"LITELLM_MASTER_KEY": MASTER_KEY, "DATABASE_URL": database_url()}
 

@@ -70,6 +70,19 @@ def openai_reply(prompt_tokens=20, completion_tokens=20, model="gpt-test-2024", 
     }
 
 
+def anthropic_reply(message_id="msg_01XFDUDYJgAACzvnptvVoYEL", input_tokens=10, output_tokens=5) -> dict:
+    """A Messages API answer as Anthropic returns it."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [{"type": "text", "text": "Hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
 def assert_openai_error(response, status: int, type: str | None = None, param: str | None = ...) -> dict:
     """The response is an error with the OpenAI envelope, no secrets and no internals in it."""
     assert response.status_code == status, (response.status_code, _text(response))

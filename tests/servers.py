@@ -72,7 +72,7 @@ def tollgate_servers(
         servers = [stack.enter_context(_launched(env, workers)) for env in envs]
         stack.callback(stop_all, [server.process for server in servers])  # runs first: stops them together
         for server in servers:
-            _wait_until_serving(server, start_timeout)
+            wait_until_serving(server, start_timeout)
         yield servers
 
 
@@ -102,7 +102,9 @@ def _launched(env: dict[str, str], workers: int) -> Iterator[Server]:
         server.log_path.unlink(missing_ok=True)
 
 
-def _wait_until_serving(server: Server, timeout: float) -> None:
+def wait_until_serving(server: Server, timeout: float) -> None:
+    """Poll `/health/readiness` every 50 ms until it answers 200; RuntimeError with the log if the
+    server exits or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

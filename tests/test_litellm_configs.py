@@ -13,7 +13,7 @@ import yaml
 
 from app import create_app, stop_background_work
 from config import load_config
-from tests.helpers import AUTH, MASTER_KEY, assert_openai_error, chat_body, openai_reply
+from tests.helpers import AUTH, MASTER_KEY, anthropic_reply, assert_openai_error, chat_body, openai_reply
 from tests.servers import REPO
 
 CORPUS = sorted((REPO / "examples" / "litellm").glob("*.yaml"))
@@ -74,15 +74,7 @@ def test_the_app_starts_with_it_and_serves_its_models(path, env, upstream, store
         stop_background_work(app)
 
 
-ANTHROPIC_MESSAGE = {
-    "id": "msg_1",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-3-5-haiku-20241022",
-    "content": [{"type": "text", "text": "Hi"}],
-    "stop_reason": "end_turn",
-    "usage": {"input_tokens": 10, "output_tokens": 5},
-}
+ANTHROPIC_MESSAGE = anthropic_reply("msg_1")
 
 
 @pytest.mark.parametrize(

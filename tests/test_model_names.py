@@ -10,18 +10,19 @@ import genai_prices
 import pytest
 
 from config import ConfigError, parse_config
-from tests.helpers import AUTH, MASTER_KEY, PRICED, UPSTREAM, assert_openai_error, chat_body, openai_reply
+from tests.helpers import (
+    AUTH,
+    MASTER_KEY,
+    PRICED,
+    UPSTREAM,
+    anthropic_reply,
+    assert_openai_error,
+    chat_body,
+    openai_reply,
+)
 
 ENV = {"LITELLM_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-anthropic"}
-ANTHROPIC_MESSAGE = {
-    "id": "msg_01",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-3-5-haiku-20241022",
-    "content": [{"type": "text", "text": "Hi"}],
-    "stop_reason": "end_turn",
-    "usage": {"input_tokens": 10, "output_tokens": 5},
-}
+ANTHROPIC_MESSAGE = anthropic_reply("msg_01")
 
 
 def deployment_of(model: str, **params):

@@ -280,14 +280,6 @@ def test_a_failed_call_writes_no_event(contract_store):
 # -- SQLite --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sqlite_store(database_url, stores):
-    store = open_store(database_url("sqlite", "spend.db"))
-    stores.append(store)
-    store.engine.migrate()
-    return store
-
-
 def test_finding_nothing_due_takes_no_write_lock(sqlite_store):
     write_events(sqlite_store, 3, time.time() + 3600)  # due in an hour
     look = lambda: sqlite_store.outbox.claim(time.time(), LEASE, 100)  # noqa: E731

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.helpers import AUTH, UPSTREAM, assert_openai_error, chat_body, openai_reply
+from tests.helpers import AUTH, UPSTREAM, anthropic_reply, assert_openai_error, chat_body, openai_reply
 
 
 @pytest.fixture
@@ -77,15 +77,7 @@ def test_bad_filters_are_400(client, query):
     assert_openai_error(logs(client, query), 400)
 
 
-ANTHROPIC_REPLY = {
-    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-3-5-haiku-20241022",
-    "content": [{"type": "text", "text": "Hi"}],
-    "stop_reason": "end_turn",
-    "usage": {"input_tokens": 10, "output_tokens": 5},
-}
+ANTHROPIC_REPLY = anthropic_reply("msg_01XFDUDYJgAACzvnptvVoYEL")
 RESPONSE = {
     "id": "resp_67ccd2bed1ec8190b14f964abc054267",
     "object": "response",

@@ -506,14 +506,6 @@ def test_a_sqlite_url_with_a_host_is_refused():
 # -- the SQLite engine -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sqlite_store(database_url, stores):
-    store = open_store(database_url("sqlite", "spend.db"))
-    stores.append(store)
-    store.engine.migrate()
-    return store
-
-
 def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(sqlite_store):
     sqlite_store.ledger.record_call(call("grouped", cost=1, request_id="taken"))
     barrier = threading.Barrier(16)
