@@ -1,4 +1,4 @@
--- The whole schema on PostgreSQL, as SQLite reaches it through its migrations 0001-0006.
+-- The whole schema on PostgreSQL, as SQLite reaches it through its migrations 0001-0007.
 -- Money columns are NUMERIC integer pico-dollars (exact at any size); times a call or an event
 -- is due at are epoch seconds (double precision), timestamps shown to users ISO-8601 text.
 -- The roles' SQL does money arithmetic only through units_add / units_le / units_sum, which
@@ -88,10 +88,15 @@ CREATE TABLE spend_logs (
     latency_ms BIGINT NOT NULL,
     started_at TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    response_id TEXT
 );
 
 CREATE INDEX spend_logs_by_customer ON spend_logs (customer_id, created_at);
+
+-- The upstream's id of each answer (`chatcmpl-…`, `resp_…`, `msg_…`): `/spend/logs?request_id=`
+-- finds a call by it or by Tollgate's call id.
+CREATE INDEX spend_logs_by_response ON spend_logs (response_id) WHERE response_id IS NOT NULL;
 
 CREATE INDEX spend_logs_by_time ON spend_logs (created_at);
 
