@@ -8,7 +8,8 @@ upstream's id of the answer (`response_id`).
 
 Chat and text completions stream `data:` chunks ending in `data: [DONE]` (`openai_stream`); the
 Responses API streams named events (`event: response.output_text.delta`) and ends with
-`response.completed`, which carries the usage (`responses_stream`).
+`response.completed`, which carries the usage (`responses_stream`). That final event is held back
+in `Stream.final` until the call is charged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from providers.base import HttpCall, Usage, post, usage_from_openai, usage_from_
 from providers.http import Response, Upstreams
 
 DONE = b"data: [DONE]\n\n"
+# The Responses API's last event of an answer, each carrying the final `response` with its usage.
+RESPONSE_ENDINGS = ("response.completed", "response.incomplete", "response.failed")
+_ENDING_HEADS = tuple(f"event: {name}\n".encode() for name in RESPONSE_ENDINGS)
 
 
 def open_stream(http: Upstreams, call: HttpCall, timeout: float, label: str) -> Response:
@@ -53,7 +57,12 @@ def sse(chunk: dict) -> bytes:
 
 
 class Stream:
-    """A stream of OpenAI `chat.completion.chunk` events for the client, with its usage at the end."""
+    """A stream of OpenAI `chat.completion.chunk` events for the client, with its usage at the end.
+
+    Iterating it yields every event but the final one (`data: [DONE]`, or the Responses API's
+    `response.completed` and its kin), which it keeps in `final` and stops: the caller charges
+    the call first, and only then relays `final` (SPEC §4: never delivered complete unless charged).
+    """
 
     def __init__(self, events: Iterable[bytes], close: Callable[[], None] = lambda: None):
         self._events = events
@@ -61,9 +70,14 @@ class Stream:
         self.usage: Usage | None = None
         self.text = ""
         self.response_id: str | None = None
+        self.final: bytes | None = None  # the final event, held back; None until it arrives
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._events)
+        for event in self._events:
+            if event == DONE or event.startswith(_ENDING_HEADS):
+                self.final = event
+                return
+            yield event
 
     def close(self) -> None:
         self._close()
@@ -114,10 +128,6 @@ def openai_stream(response: Response, client_wants_usage: bool) -> Stream:
     return stream
 
 
-# The Responses API's last event of an answer, each carrying the final `response` with its usage.
-RESPONSE_ENDINGS = ("response.completed", "response.incomplete", "response.failed")
-
-
 def responses_stream(response: Response) -> Stream:
     """Relay a Responses API stream event by event, as it comes; its usage is in the final event."""
     stream = Stream((), response.close)
@@ -132,7 +142,11 @@ def responses_stream(response: Response) -> Stream:
             if isinstance(event, dict):
                 saw_response_event(stream, kind, event)
             head = f"event: {name}\n".encode() if name else b""
-            yield head + b"data: " + data.encode() + b"\n\n"
+            relayed = head + b"data: " + data.encode() + b"\n\n"
+            if kind in RESPONSE_ENDINGS:
+                stream.final = relayed
+                return
+            yield relayed
 
     stream._events = events()
     return stream

@@ -9,6 +9,7 @@ Tollgate's headers, or server-sent events relayed chunk by chunk as they arrive.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -22,9 +23,10 @@ from providers.http import TransportError
 from providers.streaming import sse
 from routes import json_body
 from spend.money import usd_text
-from spend.store import Replay
+from spend.store import Replay, StoreUnavailable
 
 blueprint = Blueprint("llm", __name__)
+log = logging.getLogger("tollgate.calls")
 
 CHAT_PATHS = (
     "/chat/completions",
@@ -42,6 +44,7 @@ COMPLETION_PATHS = (
 RESPONSES_PATHS = ("/responses", "/v1/responses")
 # Streams longer than this are not kept for Idempotency-Key replays (the key is released instead).
 MAX_REPLAY_BYTES = 1024 * 1024
+UNCHARGED = "The spend store could not record this call, so its answer is not delivered complete; retry shortly"
 
 
 def chat_completions(model: str | None = None):
@@ -149,11 +152,14 @@ def _with_headers(response: Response, request_id: str, call: calls.Call, cost: s
 
 
 def _stream_response(call: calls.Call, stream) -> Response:
-    """Relay the stream as it comes; settle it in `finally`, whether it ended, broke or was left."""
+    """Relay the stream as it comes, charge it, and only then relay its final event (`[DONE]`,
+    `response.completed`): a stream is never delivered complete unless it is charged. When the
+    charge fails, the client gets an error event instead. A stream that broke or was left is
+    charged in `finally` all the same."""
     keep = call.admitted.settlement.idempotency is not None
 
     def generate():
-        transcript, size, error = [], 0, None
+        transcript, size, error, ending = [], 0, None, None
         try:
             for event in stream:
                 if keep and size <= MAX_REPLAY_BYTES:
@@ -163,11 +169,20 @@ def _stream_response(call: calls.Call, stream) -> Response:
         except (TransportError, UpstreamError) as exc:
             error = f"stream cut by the upstream ({type(exc).__name__})"
             status = exc.client_status if isinstance(exc, UpstreamError) else 502
-            yield _error_event(call.path, error, status)
+            ending = _error_event(call.path, error, status)
         finally:
             stream.close()
-            replay = b"".join(transcript) if keep and size <= MAX_REPLAY_BYTES else None
-            calls.finish_stream(call, stream, replay, error)
+            final = stream.final if error is None else None
+            # Only a whole answer is kept for Idempotency-Key replays.
+            complete = keep and final is not None and size + len(final) <= MAX_REPLAY_BYTES
+            replay = b"".join([*transcript, final]) if complete else None
+            charged = _charge(call, stream, replay, error)
+        if not charged and error is None:
+            ending = _error_event(call.path, UNCHARGED, 503, "service_unavailable")
+        elif ending is None:
+            ending = final
+        if ending is not None:
+            yield ending
 
     response = Response(generate(), status=200, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -175,12 +190,25 @@ def _stream_response(call: calls.Call, stream) -> Response:
     return _with_headers(response, call.request_id, call, None)
 
 
-def _error_event(path: str, message: str, status: int) -> bytes:
+def _charge(call: calls.Call, stream, replay: bytes | None, error: str | None) -> bool:
+    """Settle the stream; False (logged) when the store could not record it."""
+    try:
+        calls.finish_stream(call, stream, replay, error)
+    except StoreUnavailable as exc:
+        log.error("stream not charged request_id=%s: %s", call.request_id, exc)
+        return False
+    except Exception:
+        log.exception("stream not charged request_id=%s", call.request_id)
+        return False
+    return True
+
+
+def _error_event(path: str, message: str, status: int, kind: str = "upstream_error") -> bytes:
     """The event that ends a broken stream, in the shape the API's clients read errors in."""
     if path == RESPONSES:
-        error = {"type": "error", "code": "upstream_error", "message": message, "param": None}
+        error = {"type": "error", "code": kind, "message": message, "param": None}
         return b"event: error\n" + sse(error)
-    return sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}})
+    return sse({"error": {"message": message, "type": kind, "param": None, "code": str(status)}})
 
 
 def _replay(earlier: Replay) -> Response:

@@ -33,7 +33,7 @@ _PROMPT_KEYS = ("messages", "tools", "functions", "input", "instructions", "prom
 @dataclass(frozen=True)
 class Admitted:
     settlement: Settlement = PLAIN_CALL
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # the output bound to send upstream (strict's, or the reservation's)
     notify: Notify | None = None  # what the call announces once charged (webhooks on), measured against its budget
 
 
@@ -107,7 +107,11 @@ def limits_for(budget: Budget, model_keys: tuple[str, ...], now: float) -> tuple
 
 
 def estimate(body: dict, pricer: Pricer, deployment: Deployment) -> Estimate:
-    """The worst case of a call: every prompt byte a token, and all the output it may produce."""
+    """The worst case of a call: every prompt byte a token, and all the output it may produce.
+
+    `max_tokens_sent` says whether the output bound is the client's own: False when the client
+    sent none, or more than the model's output limit (the bound is then that limit).
+    """
     requested = next((body[key] for key in _OUTPUT_KEYS if _positive_int(body.get(key))), None)
     limit = deployment.max_output_tokens or pricer.context_window or DEFAULT_OUTPUT_LIMIT
     output = min(requested, limit) if requested else limit
@@ -116,8 +120,22 @@ def estimate(body: dict, pricer: Pricer, deployment: Deployment) -> Estimate:
         prompt_units=pricer.cost(Usage(prompt_tokens=prompt_bound(body))),
         units_per_output_token=math.ceil(per_million / 1_000_000),
         output_tokens=output,
-        max_tokens_sent=requested is not None,
+        max_tokens_sent=output == requested,
     )
+
+
+def unsent_bound(worst: Estimate, pricer: Pricer, deployment: Deployment) -> int | None:
+    """The output bound a reservation relied on that the client did not send, to be sent upstream
+    so no answer can overrun it; None when the client's own bound holds.
+
+    A bound that is the model's context window is not sent: no answer can be longer than the
+    window, and an upstream refuses a `max_tokens` above the model's (smaller) output limit.
+    """
+    if worst.max_tokens_sent:
+        return None
+    if not deployment.max_output_tokens and pricer.context_window:
+        return None
+    return worst.output_tokens
 
 
 def prompt_bound(body: dict) -> int:
@@ -156,12 +174,13 @@ def admit(
     notify = _measured(notify, budget, main_end)
     if not limits and not rated:
         return Admitted(Settlement(charges), notify=notify)
+    worst = estimate(body, pricer, deployment)
     verdict = ledger.admit(
         AdmissionRequest(
             request_id=request_id,
             customer_id=customer_id,
             limits=limits,
-            estimate=estimate(body, pricer, deployment),
+            estimate=worst,
             now=now,
             expires_at=now + deployment.timeout + RESERVATION_GRACE_SECONDS,
             strict=strict,
@@ -173,7 +192,11 @@ def admit(
     if isinstance(verdict, OverRate):
         raise _over_rate(customer_id, verdict)
     settlement = Settlement(charges, reserved=bool(limits), rate_tracked=rated)
-    return Admitted(settlement, verdict.max_tokens, notify)
+    # Strict mode may have lowered the bound to what is left; else a reservation sends its own.
+    max_tokens = verdict.max_tokens
+    if max_tokens is None and limits:
+        max_tokens = unsent_bound(worst, pricer, deployment)
+    return Admitted(settlement, max_tokens, notify)
 
 
 def _measured(notify: Notify | None, budget: Budget, end: float | None) -> Notify | None:
