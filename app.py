@@ -96,10 +96,15 @@ class MigrationsPending(Exception):
 def prepare_database(store: Store, policy: str, report: Callable[[str], None]) -> None:
     """Make the schema current before serving: a new, empty database is created in any case; an
     existing one is migrated step by step (reported with progress) unless `policy` is "release",
-    where pending migrations stop the start with a message saying how to apply them."""
+    where pending migrations stop the start with a message saying how to apply them. A database
+    that cannot be written (read-only, full) stops it too: every call would fail after being paid."""
     pending = store.engine.pending_migrations()
-    if not pending:
-        return
+    if pending:
+        _migrate(store, policy, pending, report)
+    store.engine.check_writable()
+
+
+def _migrate(store: Store, policy: str, pending: list[str], report: Callable[[str], None]) -> None:
     if policy == "release" and not migrations.is_fresh(pending):
         raise MigrationsPending(
             f"{store.engine.describe()} needs {len(pending)} migration(s) ({', '.join(pending)}); "

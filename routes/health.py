@@ -1,6 +1,8 @@
 """Health probes: open to all (no key), for load balancers and orchestrators.
 
-Readiness answers 503 when this instance should get no traffic: the database cannot be written,
+Readiness answers 503 when this instance should get no traffic: the database cannot be written
+(unreachable, read-only, full, or its SQLite file deleted or replaced: the engine's `ping` proves a
+write is possible),
 no deployment is served (every `model_list` entry was skipped), or the instance is draining after
 SIGTERM. What is wrong but still lets it serve (a default budget tier that does not exist, whose
 customers are refused) is listed under `warnings` with a 200: taking the instance out of rotation
@@ -29,7 +31,9 @@ def readiness():
     if gw.lifecycle.draining:
         return error_response(503, "Shutting down: draining the calls in flight after SIGTERM", "service_unavailable")
     if not gw.store.engine.ping():
-        return error_response(503, "Database unreachable", "service_unavailable")
+        # The reason (which may name a path) goes to the log, not to the client.
+        message = "Database unavailable: it cannot be reached or written (see the log)"
+        return error_response(503, message, "service_unavailable")
     if not gw.config.deployments:
         message = "No model is served: every model_list entry was skipped at start-up (see the start-up warnings)"
         return error_response(503, message, "service_unavailable")

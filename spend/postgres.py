@@ -15,13 +15,16 @@
   dropped while idle costs no call; one in steady use is not (a check on every checkout was a
   sixth of a worker's time under load). A connection that fails in use is discarded by the
   pool. While the database cannot be reached, every use raises `StoreUnavailable` within
-  POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back.
+  POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back. A database that
+  refuses writes (a standby in recovery, sessions made read-only with
+  `default_transaction_read_only`) raises `StoreUnavailable` too, and `ping` answers False.
 - Migrations run under an advisory lock: boxes starting at once apply each exactly once.
 - The roles' SQL is written with `?` and `:name` parameters; `_sql` turns them into psycopg's.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -31,6 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -39,6 +43,8 @@ from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
 from spend.outbox import SQLOutbox
 from spend.store import Store, StoreUnavailable, Unstorable, iso_timestamp
+
+log = logging.getLogger("tollgate.store")
 
 POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection before it is answered 503
 PING_TIMEOUT_SECONDS = 2.0
@@ -123,7 +129,7 @@ class PostgresDatabase:
         try:
             with self._here().connection() as connection, connection.transaction():
                 return op(_Cursor(connection))
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
         except psycopg.DataError as exc:
             raise Unstorable(_first_line(exc)) from exc
@@ -165,12 +171,29 @@ class PostgresDatabase:
     def stop_background(self) -> None:
         pass
 
-    def ping(self) -> bool:
+    def check_writable(self) -> None:
+        """Raise `StoreUnavailable` unless this process's sessions can write: the server answers,
+        is not a standby in recovery, and its transactions are not read-only."""
         try:
             with self._here().connection(timeout=PING_TIMEOUT_SECONDS) as connection:
-                return connection.execute("SELECT 1").fetchone() == (1,)
-        except (psycopg.Error, PoolTimeout):
+                standby, read_only = connection.execute(
+                    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
+                ).fetchone()
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        if standby:
+            raise StoreUnavailable(f"{self.describe()} is a standby in recovery: it cannot be written")
+        if read_only == "on":
+            raise StoreUnavailable(f"{self.describe()} is read-only for this session (default_transaction_read_only)")
+
+    def ping(self) -> bool:
+        """True when the database answers and can be written (`check_writable`); the reason is logged when not."""
+        try:
+            self.check_writable()
+        except StoreUnavailable as exc:
+            log.warning("store not writable: %s", exc)
             return False
+        return True
 
     # -- schema --------------------------------------------------------------------------
 

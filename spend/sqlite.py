@@ -19,7 +19,16 @@
   happens to pass SQLite's default 1000 pages: that call waited for it, and at one client that
   was the whole p99. Checkpoints stall concurrent commits in proportion to their size, so they
   are kept small by running often (docs/performance.md has the measurement). Should the thread
-  not run, SQLite still checkpoints at 10000 pages.
+  not run, SQLite still checkpoints at 10000 pages. The WAL is kept to JOURNAL_SIZE_LIMIT: each
+  connection sets `journal_size_limit` (SQLite cuts the file back when it restarts the WAL), and
+  the thread truncates it when a checkpoint found nothing left to copy (idle, after a burst).
+- The file is watched: if the path no longer leads to the file the process opened (deleted, or
+  replaced by another), or its filesystem is read-only or full, reads and writes raise
+  `StoreUnavailable` (calls answer 503, before the upstream: a call reads its customer first) and
+  `ping` answers False (readiness 503). The calls' path looks at most once per FILE_CHECK_SECONDS
+  (a `stat` and a `statvfs`), `ping` every time. Connections opened afterwards never create a
+  missing file. It resumes when the cause is gone: the same file back at its path, space freed,
+  or a restart on a database that is there.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from spend import migrations
 from spend.admin import SQLAdmin
@@ -47,6 +57,9 @@ log = logging.getLogger("tollgate.store")
 BUSY_TIMEOUT_SECONDS = 30.0
 CHECKPOINT_SECONDS = 0.1
 AUTOCHECKPOINT_PAGES = 10000  # the fallback: ~40 MB of WAL
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept between bursts
+FILE_CHECK_SECONDS = 1.0  # how stale the calls' view of the file's health may be
+MIN_FREE_BYTES = 1024 * 1024  # less free space than this on the database's filesystem: full
 
 
 def sqlite_path(database_url: str) -> str:
@@ -122,6 +135,8 @@ class SQLiteDatabase:
         self._writers: WriterTurn | None = None
         self._pending: tuple[int, list[_Pending], threading.Lock] = (os.getpid(), [], threading.Lock())
         self._upkeep: tuple[int, threading.Thread, threading.Event] | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file first opened
+        self._file_checked: tuple[float, str | None] = (0.0, None)  # (time.monotonic(), problem)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -129,30 +144,66 @@ class SQLiteDatabase:
         connection = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
             return connection
+        # Once a file was opened, a connection never creates one: a deleted database stays missing.
+        target, uri = (self.path, False) if self._identity is None else (_must_exist(self.path), True)
         connection = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            target, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False, uri=uri
         )
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+        connection.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         define_money_functions(connection)
+        if self._identity is None:
+            self._identity = _identity(self.path)
         self._local.connection, self._local.pid = connection, os.getpid()
         with self._lock:
             self._connections.append((os.getpid(), connection))
         return connection
 
     def read(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        self._refuse_if_unfit()  # a call reads its customer before the upstream: refused there, nothing is paid
         try:
             return op(self._connection())
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from exc
 
     def write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        self._refuse_if_unfit()
         try:
             return self._group_write(op)
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from exc
+
+    def _refuse_if_unfit(self) -> None:
+        problem = self._file_problem()
+        if problem is not None:
+            raise StoreUnavailable(f"SQLite database {self.path} {problem}")
+
+    def _file_problem(self, now: float | None = None) -> str | None:
+        """Why the file cannot take writes (None when it can), looked at afresh at most once per
+        FILE_CHECK_SECONDS, or now when `now` is given."""
+        checked_at, problem = self._file_checked
+        if now is None:
+            now = time.monotonic()
+            if now - checked_at < FILE_CHECK_SECONDS:
+                return problem
+        problem = _file_problem(self.path, self._identity)
+        self._file_checked = (now, problem)
+        return problem
+
+    def check_writable(self) -> None:
+        """Raise `StoreUnavailable` unless a write can be made now: the file is still the one
+        opened, its filesystem is writable with room, and SQLite lets this process write it (a
+        write of the header's `user_version`, rolled back; it takes the writer's turn briefly)."""
+        problem = self._file_problem(now=time.monotonic())
+        if problem is not None:
+            raise StoreUnavailable(f"SQLite database {self.path} {problem}")
+        try:
+            self.write(_rolled_back_write)
+        except _RolledBack:
+            return
 
     @staticmethod
     def units(value: int | None) -> str | None:
@@ -284,19 +335,44 @@ class SQLiteDatabase:
         """
         return self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
+    def truncate_idle_wal(self, busy: int, frames: int, copied: int) -> bool:
+        """After a checkpoint that copied every frame (nothing written meanwhile), cut a WAL
+        longer than JOURNAL_SIZE_LIMIT back to nothing (TRUNCATE, in the writers' turn, giving up
+        at once if a reader still uses it). Returns whether it did."""
+        if busy or frames == 0 or copied != frames:
+            return False
+        try:
+            if os.path.getsize(f"{self.path}-wal") <= JOURNAL_SIZE_LIMIT:
+                return False
+        except OSError:
+            return False
+        connection = self._connection()
+        with self._writer_lock():
+            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        return not busy
+
     def _checkpoints(self, stop: threading.Event) -> None:
         name_this_thread(CHECKPOINT)
         while not stop.wait(CHECKPOINT_SECONDS):
+            if self._file_problem() is not None:
+                continue  # nothing to copy into a file that is gone; writes are refused meanwhile
             try:
-                self.checkpoint()
+                self.truncate_idle_wal(*self.checkpoint())
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed: %s", exc)
 
     def ping(self) -> bool:
+        """True when the database can be written now (`check_writable`); the reason is logged when not."""
         try:
-            return self._connection().execute("SELECT 1").fetchone() == (1,)
-        except sqlite3.Error:
+            self.check_writable()
+        except StoreUnavailable as exc:
+            log.warning("store not writable: %s", exc)
             return False
+        return True
 
     # -- schema --------------------------------------------------------------------------
 
@@ -344,6 +420,51 @@ class SQLiteDatabase:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+
+class _RolledBack(Exception):
+    """Undoes `check_writable`'s probe write."""
+
+
+def _rolled_back_write(connection: sqlite3.Connection) -> None:
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    connection.execute(f"PRAGMA user_version = {int(version)}")  # refused on a read-only database
+    raise _RolledBack
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _must_exist(path: str) -> str:
+    """`path` as a URI that opens the file read-write and never creates it."""
+    return f"file:{quote(os.path.abspath(path))}?mode=rw"
+
+
+def _file_problem(path: str, identity: tuple[int, int] | None) -> str | None:
+    """Why the database at `path` cannot take writes, or None: deleted or replaced since it was
+    opened (as `identity`), on a read-only filesystem, or on a full one."""
+    if identity is None:
+        return None
+    try:
+        status = os.stat(path)
+        space = os.statvfs(path)
+    except FileNotFoundError:
+        return "was deleted while Tollgate had it open: put the file back, or restore a backup and restart"
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror})"
+    if (status.st_dev, status.st_ino) != identity:
+        return "was replaced by another file while Tollgate had it open: restart to use the new one"
+    if space.f_flag & os.ST_RDONLY:
+        return "is on a read-only filesystem"
+    free_blocks = space.f_bfree if os.geteuid() == 0 else space.f_bavail  # root may use the reserve
+    if free_blocks * space.f_frsize < MIN_FREE_BYTES:
+        return f"is on a full filesystem (less than {MIN_FREE_BYTES // 1024} KiB free)"
+    return None
 
 
 class _UnitsSum:

@@ -387,6 +387,9 @@ class Engine(Protocol):
     def ping(self) -> bool:
         """True when the database answers and can write."""
 
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable, saying why, unless the database can be written now."""
+
     def describe(self) -> str:
         """Where the data is, for messages: a file path, or host and database (never a password)."""
 
