@@ -5,6 +5,7 @@ the field; money becomes exact pico-dollars; nothing is written until a whole bo
 from __future__ import annotations
 
 import math
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,9 @@ from spend.attribution import coerce_customer_id
 from spend.money import to_units, usd
 
 REGIONS = ("eu", "us")
+# Bounds no operator reaches legitimately, so every stored value can be summed, compared and shown.
+MAX_USD = 10**15
+MAX_LIMIT = 2**53  # the largest whole number every JSON client reads exactly
 # Budget fields, as clients send them → the budget column they set.
 BUDGET_FIELDS = {
     "max_budget": "max_budget_units",
@@ -34,6 +38,8 @@ def money(value: Any, field: str) -> int | None:
         raise BadRequest(f"{field} must be a number, got {value!r}", param=field)
     if not math.isfinite(value) or value < 0:
         raise BadRequest(f"{field} must be a non-negative finite number. Received: {value}", param=field)
+    if value > MAX_USD:
+        raise BadRequest(f"{field} must be at most {MAX_USD:,} USD (10^15). Received: {value}", param=field)
     return to_units(Decimal(repr(value)) if isinstance(value, float) else Decimal(value))
 
 
@@ -42,6 +48,8 @@ def whole(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadRequest(f"{field} must be a whole number >= 0, got {value!r}", param=field)
+    if value > MAX_LIMIT:
+        raise BadRequest(f"{field} must be at most {MAX_LIMIT:,} (2^53), got {value}", param=field)
     return value
 
 
@@ -56,16 +64,20 @@ def duration(value: Any, field: str = "budget_duration") -> str | None:
 
 
 def moment(value: Any, field: str) -> str | None:
+    """An ISO-8601 time between year 1 and 9998 in UTC, so the reset after it is a computable date."""
     if value is None:
         return None
     try:
-        return periods.to_iso(periods.from_iso(value)) if isinstance(value, str) else _bad_moment(value, field)
-    except ValueError:
-        return _bad_moment(value, field)
-
-
-def _bad_moment(value: Any, field: str):
-    raise BadRequest(f"{field} must be an ISO-8601 time such as 2026-12-01T00:00:00Z, got {value!r}", param=field)
+        parsed = periods.from_iso(value).astimezone(UTC) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None or parsed.year > periods.LAST_YEAR:
+        raise BadRequest(
+            f"{field} must be an ISO-8601 time between the years 1 and {periods.LAST_YEAR} (UTC) "
+            f"such as 2026-12-01T00:00:00Z, got {value!r}",
+            param=field,
+        )
+    return periods.to_iso(parsed)
 
 
 def is_text(value: Any) -> bool:

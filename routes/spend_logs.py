@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -53,18 +53,27 @@ def spend_logs():
 
 
 def _bound(name: str, *, end: bool) -> str | None:
-    """A date bound as ISO text: a whole day (the end day included), or an exact time."""
+    """A date bound as ISO text in UTC: a whole day (the end day included), or an exact time; both
+    between the years 1 and 9998, so the day after an end day is still a date."""
     raw = request.args.get(name)
     if not raw:
         return None
     try:
         if len(raw) == 10:
-            day = date.fromisoformat(raw) + timedelta(days=1 if end else 0)
-            return f"{day.isoformat()}T00:00:00.000000Z"
-        moment = periods.from_iso(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be YYYY-MM-DD or an ISO-8601 time, got {raw!r}", param=name) from None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            moment = datetime.combine(date.fromisoformat(raw), time(), UTC)
+        else:
+            moment = periods.from_iso(raw).astimezone(UTC)
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or moment.year > periods.LAST_YEAR:
+        raise BadRequest(
+            f"{name} must be YYYY-MM-DD or an ISO-8601 time between the years 1 and {periods.LAST_YEAR}, got {raw!r}",
+            param=name,
+        )
+    if len(raw) == 10 and end:
+        moment += timedelta(days=1)
+    # isoformat pads every year to four digits; strftime("%Y") does not on every platform.
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _values(row: SpendLogRow) -> dict:

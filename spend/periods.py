@@ -5,6 +5,8 @@ LiteLLM's calendar rules, in UTC:
 - `1d` (`daily`): the next midnight; `7d`, `1w` (`weekly`): the next Monday, midnight;
 - `30d`, `1mo` (`monthly`): the 1st of next month; `Nmo`: the 1st of the month N months ahead;
 - any other `Nd` (or `Nw`): midnight today plus N days (N×7).
+A window is at most 100 years and a stored time lies in the years 1 to 9998, so every boundary
+is a date Python can compute.
 Resets happen lazily: a budget whose stored `budget_reset_at` has passed is in the window that
 ends at the next boundary after now, and a customer whose spend belongs to an ended window has
 spent nothing in the current one. No cron job is needed, and every worker agrees.
@@ -16,9 +18,15 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
+_DURATION = re.compile(r"([0-9]+)(s|m|h|d|w|mo)")  # ASCII digits: `\d` also takes "²" and "١"
 _ALIASES = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "1mo"}
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
+# The longest budget window: 100 years, so every next reset is a computable date.
+MAX_DAYS = 36_525
+MAX_MONTHS = 1_200
+# The latest UTC year a stored time may have: a year later is still a date Python can compute.
+LAST_YEAR = 9998
+_FORMAT_HINT = "Use a format like '30s', '1h', '1d', '7d' or '1mo'"
 
 
 @dataclass(frozen=True)
@@ -31,16 +39,23 @@ class Duration:
 
 
 def parse_duration(text: object) -> Duration:
-    """Parse a `budget_duration`; raise ValueError with a message for the client otherwise."""
+    """Parse a `budget_duration` of at most 100 years; raise ValueError with a message for the client otherwise."""
     if not isinstance(text, str):
-        raise ValueError(f"Invalid budget_duration {text!r}. Use a format like '30s', '1h', '1d', '7d' or '1mo'.")
+        raise ValueError(f"Invalid budget_duration {text!r}. {_FORMAT_HINT}.")
     normalized = _ALIASES.get(text.strip().lower(), text.strip().lower())
-    match = _DURATION.match(normalized)
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"Invalid budget_duration '{text}'. Use a format like '30s', '1h', '1d', '7d' or '1mo'.")
-    count, unit = int(match.group(1)), match.group(2)
+    match = _DURATION.fullmatch(normalized)
+    if not match or not match.group(1).lstrip("0"):
+        raise ValueError(f"Invalid budget_duration '{text}'. {_FORMAT_HINT}.")
+    digits, unit = match.group(1), match.group(2)
+    significant = digits.lstrip("0")
+    count = int(significant) if len(significant) <= 12 else 10**12  # longer is past the bound anyway
     if unit == "w":
         count, unit = count * 7, "d"
+    days = count * _SECONDS[unit] / 86_400 if unit in _SECONDS else count
+    if (unit == "mo" and count > MAX_MONTHS) or (unit != "mo" and days > MAX_DAYS):
+        raise ValueError(
+            f"Invalid budget_duration '{text}': a budget window is at most 100 years ({MAX_DAYS}d or {MAX_MONTHS}mo)."
+        )
     return Duration(count, unit)
 
 
