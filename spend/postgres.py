@@ -42,7 +42,7 @@ from spend import migrations
 from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
 from spend.outbox import SQLOutbox
-from spend.store import Store, StoreUnavailable, Unstorable, iso_timestamp
+from spend.store import Store, StoreUnavailable, Unstorable, can_write, iso_timestamp
 
 log = logging.getLogger("tollgate.store")
 
@@ -187,13 +187,7 @@ class PostgresDatabase:
             raise StoreUnavailable(f"{self.describe()} is read-only for this session (default_transaction_read_only)")
 
     def ping(self) -> bool:
-        """True when the database answers and can be written (`check_writable`); the reason is logged when not."""
-        try:
-            self.check_writable()
-        except StoreUnavailable as exc:
-            log.warning("store not writable: %s", exc)
-            return False
-        return True
+        return can_write(self, log)
 
     # -- schema --------------------------------------------------------------------------
 

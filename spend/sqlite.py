@@ -49,7 +49,7 @@ from spend import migrations
 from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
 from spend.outbox import SQLOutbox
-from spend.store import Store, StoreUnavailable
+from spend.store import Store, StoreUnavailable, can_write
 from thread_names import CHECKPOINT, name_this_thread
 
 log = logging.getLogger("tollgate.store")
@@ -366,13 +366,7 @@ class SQLiteDatabase:
                 log.warning("WAL checkpoint failed: %s", exc)
 
     def ping(self) -> bool:
-        """True when the database can be written now (`check_writable`); the reason is logged when not."""
-        try:
-            self.check_writable()
-        except StoreUnavailable as exc:
-            log.warning("store not writable: %s", exc)
-            return False
-        return True
+        return can_write(self, log)
 
     # -- schema --------------------------------------------------------------------------
 

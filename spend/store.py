@@ -403,6 +403,16 @@ class Engine(Protocol):
         """Stop it."""
 
 
+def can_write(engine: Engine, log) -> bool:
+    """An engine's `ping`: whether it can be written now (`check_writable`); the reason is logged when not."""
+    try:
+        engine.check_writable()
+    except StoreUnavailable as exc:
+        log.warning("store not writable: %s", exc)
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Store:
     """One database in its three roles."""
