@@ -55,6 +55,15 @@ def server_env(config: Path, database_url: str, **settings: str) -> dict[str, st
     return {"CONFIG_FILE_PATH": str(config), "DATABASE_URL": database_url, "LITELLM_MASTER_KEY": MASTER_KEY, **settings}
 
 
+def refused_start(env: dict[str, str]) -> tuple[list[str], str]:
+    """Run the Procfile command with `env` (and this PATH, a free PORT) where it must not start: its
+    non-empty stderr lines, and the whole stderr; AssertionError if it exited 0."""
+    full_env = {"PATH": os.environ["PATH"], "PORT": str(free_port()), **env}
+    done = subprocess.run(procfile_command(), cwd=REPO, env=full_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stderr
+    return [line for line in done.stderr.splitlines() if line.strip()], done.stderr
+
+
 @contextmanager
 def tollgate_server(env: dict[str, str], *, workers: int = 2, start_timeout: float = 30.0) -> Iterator[Server]:
     """Run the Procfile command with `env` added; yield once it answers; stop it by pid."""

@@ -7,9 +7,7 @@ cut, calls answer 503 in the error envelope (nothing is served or charged) and r
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +17,7 @@ import pytest
 from app import create_app
 from config import load_config
 from tests.helpers import AUTH, MASTER_KEY, PRICED, assert_openai_error, chat_body, write_config
-from tests.servers import REPO, free_port, procfile_command
+from tests.servers import free_port, refused_start, server_env
 
 MODELS = [{"model_name": "mock-model", "litellm_params": {"model": "mock/mock-model", **PRICED}}]
 
@@ -131,16 +129,7 @@ def test_calls_answer_503_while_the_database_is_away_and_resume_when_it_is_back(
 def test_a_server_whose_database_cannot_be_reached_stops_with_one_line(tmp_path):
     config = write_config(tmp_path, MODELS)
     port = free_port()  # nothing listens there
-    env = {
-        "CONFIG_FILE_PATH": str(config),
-        "LITELLM_MASTER_KEY": MASTER_KEY,
-        "DATABASE_URL": f"postgresql://tollgate:s3cret-pw@127.0.0.1:{port}/ledger",
-        "PORT": str(free_port()),
-        "PATH": os.environ["PATH"],
-    }
-    done = subprocess.run(procfile_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
+    lines, stderr = refused_start(server_env(config, f"postgresql://tollgate:s3cret-pw@127.0.0.1:{port}/ledger"))
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("tollgate: PostgreSQL database 'ledger' on 127.0.0.1:") and str(port) in lines[0]
-    assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr
+    assert "Traceback" not in stderr and "s3cret-pw" not in stderr

@@ -18,7 +18,7 @@ from spend import migrations
 from spend.engines import open_store
 from spend.store import CallRecord, Customer, Settlement
 from tests.helpers import MASTER_KEY, PRICED, sql_rows, write_config
-from tests.servers import REPO, free_port, procfile_command
+from tests.servers import REPO, free_port, refused_start
 from webhooks.events import Notify, announcements
 
 MODELS = [{"model_name": "mock-model", "litellm_params": {"model": "mock/mock-model", **PRICED}}]
@@ -113,11 +113,8 @@ def test_with_migrations_in_the_release_phase_a_new_database_is_still_created(tm
 def test_the_server_refuses_to_start_on_a_database_left_to_the_release_phase(tmp_path):
     path = tmp_path / "old.db"
     an_old_sqlite_database(path)
-    env = {**cli_env(tmp_path, f"sqlite:///{path}", TOLLGATE_MIGRATIONS="release"), "PORT": str(free_port())}
-    done = subprocess.run(procfile_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    [line] = [line for line in done.stderr.splitlines() if line.strip()]
-    assert f"needs {len(AFTER_FIVE)} migration(s) ({', '.join(AFTER_FIVE)})" in line and "Traceback" not in done.stderr
+    [line], stderr = refused_start(cli_env(tmp_path, f"sqlite:///{path}", TOLLGATE_MIGRATIONS="release"))
+    assert f"needs {len(AFTER_FIVE)} migration(s) ({', '.join(AFTER_FIVE)})" in line and "Traceback" not in stderr
 
 
 def test_a_long_migration_reports_how_long_it_has_run(tmp_path, monkeypatch):

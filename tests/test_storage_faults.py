@@ -24,7 +24,7 @@ from spend.engines import open_store
 from spend.sqlite import FILE_CHECK_SECONDS, JOURNAL_SIZE_LIMIT
 from spend.store import StoreUnavailable
 from tests.helpers import AUTH, MASTER_KEY, UPSTREAM, assert_openai_error, chat_body, openai_reply, write_config
-from tests.servers import REPO, free_port, procfile_command
+from tests.servers import refused_start, server_env
 
 
 @pytest.fixture
@@ -190,17 +190,8 @@ def test_a_read_only_sqlite_database_is_refused_at_start(tmp_path, immutable, st
 def test_a_server_on_a_read_only_sqlite_database_stops_with_one_line(tmp_path, immutable):
     url = _migrated_sqlite(tmp_path)
     immutable(tmp_path / "tollgate.db")
-    env = {
-        "CONFIG_FILE_PATH": str(write_config(tmp_path)),
-        "LITELLM_MASTER_KEY": MASTER_KEY,
-        "DATABASE_URL": url,
-        "PORT": str(free_port()),
-        "PATH": os.environ["PATH"],
-    }
-    done = subprocess.run(procfile_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
+    lines, stderr = refused_start(server_env(write_config(tmp_path), url))
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("tollgate: SQLite database ") and "readonly" in lines[0]
 
 
