@@ -52,6 +52,7 @@ def create_app(
 
     app = Flask("tollgate")
     app.config["MAX_CONTENT_LENGTH"] = config.settings.max_request_bytes
+    app.config["TOLLGATE_BODY_TIMEOUT"] = config.request_body_timeout
     app.json = PlainJSONProvider(app)
     gateway = Gateway(
         config=config,

@@ -175,6 +175,9 @@ class Config:
     webhook_secret: str | None = None
     webhook_retry_max_seconds: float = 1800.0
     webhook_retention_days: float = 7.0
+    # Slow clients: seconds a client may take to send a request's headers, then its body (408 beyond).
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 30.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -249,6 +252,11 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
 
     retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
     retention_days = reader.number(reader.env, "WEBHOOK_RETENTION_DAYS", "environment", 7.0)
+    header_timeout = reader.number(reader.env, "REQUEST_HEADER_TIMEOUT", "environment", 10.0)
+    body_timeout = reader.number(reader.env, "REQUEST_BODY_TIMEOUT", "environment", 30.0)
+    for name, seconds in (("REQUEST_HEADER_TIMEOUT", header_timeout), ("REQUEST_BODY_TIMEOUT", body_timeout)):
+        if seconds is not None and not 0 < seconds <= 3600:
+            reader.error(f"environment.{name}: must be between 0 and 3600 seconds, got {seconds}")
     secret = reader.env.get("WEBHOOK_SECRET") or None
     if secret and secret.startswith("whsec_") and not _is_base64(secret[len("whsec_") :]):
         reader.error("WEBHOOK_SECRET: a whsec_ secret must be base64 after the prefix")
@@ -265,6 +273,8 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         webhook_secret=secret,
         webhook_retry_max_seconds=retry_ceiling,
         webhook_retention_days=retention_days,
+        request_header_timeout=header_timeout,
+        request_body_timeout=body_timeout,
         warnings=tuple(reader.warnings),
     )
 

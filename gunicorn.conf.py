@@ -80,7 +80,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
 # Two workers on two cores: more workers than cores added a little throughput and much more to
 # the p99, and memory each (docs/performance.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread with a deadline on request headers and gunicorn's refusals in the OpenAI envelope (workers.py).
+worker_class = "workers.Worker"
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))
 # Accept little more than the threads can serve, so a burst spreads over the workers instead of
 # queueing inside one; the margin holds idle keep-alive connections.

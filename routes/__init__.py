@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+from collections.abc import Iterator
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from errors import BadRequest
+from errors import BadRequest, ProxyError
 
 # Bounds no legitimate client reaches: deeper JSON would exhaust the parser's recursion, and a
 # page past a billion would overflow the database's row offset.
@@ -22,7 +25,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def json_body() -> dict:
     """The request body as a JSON object of valid Unicode, nested at most 64 deep; a 400 for anything else."""
-    raw = request.get_data(cache=False)
+    raw = read_body()
     if not raw.strip():
         raise BadRequest("Request body is empty: send a JSON object")
     try:
@@ -35,6 +38,59 @@ def json_body() -> dict:
         raise BadRequest(f"Request body must be a JSON object, not a JSON {type(body).__name__}")
     _check_tree(body)
     return body
+
+
+def read_body() -> bytes:
+    """The raw request body, however it is framed: a 413 past `max_request_size_mb` (Content-Length
+    or chunked alike), a 400 for broken chunked framing, a 408 when the client has not sent it
+    all within `REQUEST_BODY_TIMEOUT` seconds of the headers."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+    parts, size = [], 0
+    try:
+        for chunk in _timed_chunks(current_app.config["TOLLGATE_BODY_TIMEOUT"]):
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge()
+            parts.append(chunk)
+    except TimeoutError:
+        raise _body_timeout() from None
+    except (RequestEntityTooLarge, ProxyError):
+        raise
+    except Exception as exc:  # the server's chunked-body parser: a bad chunk size, a missing terminator
+        raise BadRequest(f"Request body framing is broken ({type(exc).__name__}); nothing was read") from None
+    return b"".join(parts)
+
+
+def _timed_chunks(timeout: float) -> Iterator[bytes]:
+    """The body in chunks, every read bounded by what is left of `timeout`. Under gunicorn the
+    body is read from the connection's socket (`gunicorn.socket`), whose timeout bounds each read;
+    gunicorn ends the stream at the body's end whatever its framing (`wsgi.input_terminated`)."""
+    environ = request.environ
+    stream = environ["wsgi.input"] if environ.get("wsgi.input_terminated") else request.stream
+    sock = environ.get("gunicorn.socket")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = stream.read(65536)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
+
+
+def _body_timeout() -> ProxyError:
+    return ProxyError(
+        "Request body not received in time: the client stopped sending it", status=408, type="request_timeout"
+    )
 
 
 def _refuse_constant(name: str):
@@ -71,6 +127,28 @@ def _check_tree(body: dict) -> None:
 
 def _too_deep() -> BadRequest:
     return BadRequest(f"Request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of objects and arrays")
+
+
+class Headers:
+    """The request's headers with their values read as UTF-8, so that a customer id sent in a header
+    is the same customer as the same id in the body. WSGI hands header bytes over as Latin-1
+    text; bytes that are not UTF-8 (a client that encodes Latin-1, as Python's http.client does)
+    are kept as Latin-1 text."""
+
+    def __init__(self, headers):
+        self._headers = headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self._headers.get(name)
+        return default if value is None else wire_text(value)
+
+
+def wire_text(value: str) -> str:
+    """A header value as the client meant it: its bytes decoded as UTF-8 when they are UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def text_arg(name: str, *aliases: str) -> str | None:

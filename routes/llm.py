@@ -21,7 +21,7 @@ from providers.apis import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from providers.base import UpstreamError
 from providers.http import TransportError
 from providers.streaming import sse
-from routes import json_body
+from routes import Headers, json_body
 from spend.money import usd_text
 from spend.store import Replay, StoreUnavailable
 
@@ -128,7 +128,7 @@ def _model_card(gw, name: str) -> dict:
 
 def _serve(body: dict, path: str, *, stream: bool) -> Response:
     gw = gateway_state.current()
-    call = calls.begin(gw, body, request.headers, path, g.request_id, g.get("key_hash"))
+    call = calls.begin(gw, body, Headers(request.headers), path, g.request_id, g.get("key_hash"))
     if isinstance(call, Replay):
         return _replay(call)
     if stream:

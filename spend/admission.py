@@ -8,6 +8,7 @@ call must be settled afterwards, or raises the refusal the client sees.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from spend.pricing import Pricer
 from spend.store import PLAIN_CALL, Admin, AdmissionRequest, Budget, Charge, Customer, Ledger, Settlement
 from webhooks.events import Notify
 
+log = logging.getLogger("tollgate.budgets")
 DEFAULT_OUTPUT_LIMIT = 16384
 IMAGE_TOKEN_ALLOWANCE = 2000
 RESERVATION_GRACE_SECONDS = 60.0
@@ -82,13 +84,27 @@ def applicable_budget(admin: Admin, customer: Customer | None, default_id: str |
 
 
 def window_end(reset_at: str | None, duration: str | None, now: float) -> float | None:
-    """When the current window of a budget ends (epoch seconds), None for a lifetime budget."""
+    """When the current window of a budget ends (epoch seconds), None for a lifetime budget.
+
+    A duration or reset time the edge would refuse today, stored before it checked them, is read
+    as a budget that never resets (logged): its limit still holds, and the customer, its budget and
+    their lists stay readable until an operator edits it."""
     if not duration:
         return None
-    moment = periods.current_reset(
-        periods.from_iso(reset_at), periods.parse_duration(duration), datetime.fromtimestamp(now, UTC)
-    )
-    return moment.timestamp()
+    try:
+        moment = periods.current_reset(
+            periods.from_iso(reset_at), periods.parse_duration(duration), datetime.fromtimestamp(now, UTC)
+        )
+        return moment.timestamp()
+    except (ValueError, OverflowError) as exc:
+        log.warning(
+            "budgets: unreadable budget_duration=%r budget_reset_at=%r (%s); the budget is enforced without a reset "
+            "until it is edited",
+            duration,
+            reset_at,
+            exc,
+        )
+        return None
 
 
 def limits_for(budget: Budget, model_keys: tuple[str, ...], now: float) -> tuple[Limit, ...]:

@@ -412,3 +412,21 @@ def test_a_spend_log_time_with_an_offset_is_read_in_utc(client):
     half_hour_before = (started - timedelta(minutes=30)).astimezone(timezone(timedelta(hours=2))).isoformat()
     query = {"end_user": "edge", "start_date": half_hour_before}
     assert len(client.get("/spend/logs", query_string=query, headers=AUTH).get_json()) == 1
+
+
+def test_a_duration_stored_before_the_edge_checked_it_leaves_every_read_working(client, store, caplog):
+    """Rows written before durations were checked at the edge: the budget reads as one that never
+    resets (logged), and the customer, the lists and the customer's calls keep answering."""
+    assert client.post("/customer/new", json={"user_id": "edge", "max_budget": 10}, headers=AUTH).status_code == 200
+    budget_id = store.admin.get_customer("edge").budget.budget_id
+    store.engine.write(
+        lambda tx: tx.execute(
+            "UPDATE budgets SET budget_duration = ?, budget_reset_at = ? WHERE budget_id = ?",
+            ("99999999999d", "2020-01-01T00:00:00Z", budget_id),
+        )
+    )
+    info = client.get("/customer/info", query_string={"end_user_id": "edge"}, headers=AUTH)
+    assert info.status_code == 200
+    assert info.get_json()["litellm_budget_table"]["budget_duration"] == "99999999999d"
+    assert_calls_work(client)
+    assert "unreadable budget_duration='99999999999d'" in caplog.text
