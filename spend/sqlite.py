@@ -441,7 +441,8 @@ def _must_exist(path: str) -> str:
 
 def _file_problem(path: str, identity: tuple[int, int] | None) -> str | None:
     """Why the database at `path` cannot take writes, or None: deleted or replaced since it was
-    opened (as `identity`), on a read-only filesystem, or on a full one."""
+    opened (as `identity`), on a read-only filesystem, the file or its WAL not writable (a rolled
+    back write never touches the WAL, so only the file's permission shows it), or a full disk."""
     if identity is None:
         return None
     try:
@@ -455,6 +456,9 @@ def _file_problem(path: str, identity: tuple[int, int] | None) -> str | None:
         return "was replaced by another file while Tollgate had it open: restart to use the new one"
     if space.f_flag & os.ST_RDONLY:
         return "is on a read-only filesystem"
+    unwritable = [file for file in (path, f"{path}-wal") if os.path.exists(file) and not os.access(file, os.W_OK)]
+    if unwritable:
+        return f"is read-only: no write permission on {', '.join(unwritable)}"
     free_blocks = space.f_bfree if os.geteuid() == 0 else space.f_bavail  # root may use the reserve
     if free_blocks * space.f_frsize < MIN_FREE_BYTES:
         return f"is on a full filesystem (less than {MIN_FREE_BYTES // 1024} KiB free)"

@@ -183,7 +183,7 @@ def test_a_read_only_sqlite_database_is_refused_at_start(tmp_path, immutable, st
     store = open_store(url)
     stores.append(store)
     assert store.engine.ping() is False
-    with pytest.raises(StoreUnavailable, match="readonly"):
+    with pytest.raises(StoreUnavailable, match="read-only"):
         prepare_database(store, "start", print)
 
 
@@ -192,7 +192,32 @@ def test_a_server_on_a_read_only_sqlite_database_stops_with_one_line(tmp_path, i
     immutable(tmp_path / "tollgate.db")
     lines, stderr = refused_start(server_env(write_config(tmp_path), url))
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("tollgate: SQLite database ") and "readonly" in lines[0]
+    assert lines[0].startswith("tollgate: SQLite database ") and "read-only" in lines[0]
+
+
+def test_a_sqlite_database_made_read_only_while_serving_refuses_calls_and_resumes(sqlite_app, upstream, immutable):
+    app, path = sqlite_app
+    client = app.test_client()
+    upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
+    upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
+    _with_budget(client)
+    assert _chat(client, "capped").status_code == 200
+    # The database and its WAL become unwritable; the shared-memory index stays as it is (it is
+    # mapped into memory, and no filesystem turns read-only under a mapping being written).
+    files = [file for file in (path, path.with_name(f"{path.name}-wal")) if file.exists()]
+    for file in files:
+        immutable(file)
+
+    assert_openai_error(_chat(client, "capped"), 503, "service_unavailable")
+    assert len(upstream.calls) == 1  # refused at admission: nothing was paid upstream
+    assert_openai_error(client.get("/health/readiness"), 503, "service_unavailable")
+
+    for file in files:
+        subprocess.run(["chattr", "-i", str(file)], check=True, capture_output=True)
+    assert client.get("/health/readiness").status_code == 200
+    assert _chat(client, "capped").status_code == 200
+    info = client.get("/customer/info", query_string={"end_user_id": "capped"}, headers=AUTH).get_json()
+    assert info["spend"] == 0.12  # both served calls charged, the refused one not
 
 
 def _read_only(url: str) -> str:
