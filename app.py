@@ -8,7 +8,7 @@ Everything a request needs lives on one `Gateway` in `app.extensions["tollgate"]
 from __future__ import annotations
 
 import logging
-import sys
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,15 +20,19 @@ from config import Config, load_config
 from errors import error_response, register_error_handlers
 from gateway import Gateway
 from lifecycle import Lifecycle
+from logs import configure_logging, set_request_id
+from metrics import Metrics
 from plain_json import PlainJSONProvider
 from providers import PRICING_IDS
 from providers.http import Upstreams
 from providers.router import Router
-from routes import budgets, customers, health, llm, spend_logs, webhooks
+from routes import activity, budgets, customers, health, llm, spend_logs, ui, ui_session, webhooks
+from routes import metrics as metrics_routes
 from spend import migrations
 from spend.engines import open_store
 from spend.pricing import pricer_for
-from spend.store import Store
+from spend.retention import Retention
+from spend.store import SpendLogFilter, Store
 from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tollgate")
@@ -42,8 +46,8 @@ def create_app(
     clock: Callable[[], float] | None = None,
 ) -> Flask:
     """Build the app. Reads `CONFIG_FILE_PATH` (default `./config.yaml`) when no config is given."""
-    configure_logging()
     config = config or load_config()
+    configure_logging(config.log_level, config.log_format)
     store = store or open_store(config.database_url)
     prepare_database(store, config.migrations, report=log.info)
     missing_tier = _missing_default_tier(store, config)
@@ -54,6 +58,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.settings.max_request_bytes
     app.config["TOLLGATE_BODY_TIMEOUT"] = config.request_body_timeout
     app.json = PlainJSONProvider(app)
+    metrics = Metrics(store.outbox, end_user=config.settings.end_user_metrics, clock=clock or time.time)
     gateway = Gateway(
         config=config,
         store=store,
@@ -62,20 +67,28 @@ def create_app(
         router=Router(config.deployments),
         pricers={d.id: pricer_for(d, PRICING_IDS) for d in config.deployments if not d.wildcard},
         started_at=time.time(),
-        dispatcher=_dispatcher(config, store, clock),
+        dispatcher=_dispatcher(config, store, clock, metrics),
+        metrics=metrics,
     )
     app.extensions["tollgate"] = gateway
+    app.extensions["tollgate.retention"] = _retention(config, store, clock)
     app.wsgi_app = gateway.lifecycle.track(app.wsgi_app)
     register_error_handlers(app)
     app.before_request(request_hook(gateway.dispatcher, gateway.lifecycle))
-    app.before_request(auth.require_master_key(config.master_key))
+    app.before_request(ui_session.outside_dashboard(auth.require_master_key(config.master_key)))
+    ui_session.install(app, config.master_key)
+    app.before_request(replace_reused_request_id(store))
+    app.after_request(tag_response)
     for blueprint in (
         llm.blueprint,
         customers.blueprint,
         budgets.blueprint,
         spend_logs.blueprint,
+        activity.blueprint,
         webhooks.blueprint,
         health.blueprint,
+        metrics_routes.blueprint,
+        ui.blueprint,
     ):
         app.register_blueprint(blueprint)
     report_startup(gateway, missing_tier)
@@ -118,7 +131,7 @@ def _migrate(store: Store, policy: str, pending: list[str], report: Callable[[st
         store.engine.migrate(report=report)
 
 
-def _dispatcher(config: Config, store: Store, clock: Callable[[], float] | None) -> Dispatcher | None:
+def _dispatcher(config: Config, store: Store, clock: Callable[[], float] | None, metrics: Metrics) -> Dispatcher | None:
     """The webhook outbox's delivery thread (started per worker process, see gunicorn.conf.py)."""
     if not config.webhooks_enabled:
         return None
@@ -129,6 +142,19 @@ def _dispatcher(config: Config, store: Store, clock: Callable[[], float] | None)
         clock=clock or time.time,
         max_backoff=config.webhook_retry_max_seconds,
         retention_seconds=config.webhook_retention_days * 86_400,
+        on_failure=metrics.webhook_failed,
+    )
+
+
+def _retention(config: Config, store: Store, clock: Callable[[], float] | None) -> Retention | None:
+    """The spend log's pruning thread (per worker process, like the dispatcher), when a period is set."""
+    if config.spend_log_retention_seconds is None:
+        return None
+    return Retention(
+        store.ledger,
+        config.spend_log_retention_seconds,
+        config.spend_log_retention_interval_seconds,
+        clock=clock or time.time,
     )
 
 
@@ -142,10 +168,16 @@ def start_background_work(app: Flask) -> None:
     gateway.store.engine.start_background()
     if gateway.dispatcher is not None:
         gateway.dispatcher.start()
+    retention = app.extensions.get("tollgate.retention")
+    if retention is not None:
+        retention.start()
 
 
 def stop_background_work(app: Flask) -> None:
     gateway = app.extensions["tollgate"]
+    retention = app.extensions.get("tollgate.retention")
+    if retention is not None:
+        retention.stop()
     if gateway.dispatcher is not None:
         gateway.dispatcher.stop()
     gateway.store.engine.stop_background()
@@ -180,10 +212,44 @@ def draining_response() -> Response:
     return response
 
 
+# A client's `x-request-id` that Tollgate adopts: a token safe in headers, log lines and the spend log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 def assign_request_id() -> None:
-    """Every request gets an id (the call id of LLM calls, the key to a 500's log entry) and a start time."""
-    g.request_id = str(uuid.uuid4())
+    """Every request gets an id (the call id of LLM calls, the key to a 500's log entry) and a start
+    time. The id is the client's `x-request-id` when that is a safe token, else a new uuid."""
+    given = request.headers.get("x-request-id")
+    g.request_id_given = given is not None and REQUEST_ID.fullmatch(given) is not None
+    g.request_id = given if g.request_id_given else str(uuid.uuid4())
+    set_request_id(g.request_id)
     g.received_at = time.perf_counter()
+
+
+def replace_reused_request_id(store: Store) -> Callable[[], None]:
+    """A `before_request` hook (after authentication): an LLM call whose `x-request-id` is the id of
+    a call already in the spend log gets a new id instead, since a call id names one call (a client
+    that retries with the same header gets a fresh id for the retry). The lookup is by index, and
+    only for calls that bring their own id."""
+
+    def check() -> None:
+        if not g.request_id_given or request.blueprint != "llm" or request.method != "POST":
+            return
+        if store.ledger.count_spend_logs(SpendLogFilter(request_id=g.request_id)) == 0:
+            return
+        given, g.request_id = g.request_id, str(uuid.uuid4())
+        set_request_id(g.request_id)
+        log.info("request id: x-request-id %s names an earlier call; this call's id is %s", given, g.request_id)
+
+    return check
+
+
+def tag_response(response: Response) -> Response:
+    """Every response (errors, admin routes, streams) says which request id it was served under."""
+    request_id = g.get("request_id")
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def report_startup(gateway: Gateway, missing_tier: str | None = None) -> None:
@@ -211,13 +277,3 @@ def report_startup(gateway: Gateway, missing_tier: str | None = None) -> None:
                 deployment.model,
             )
     log.info("serving models: %s", ", ".join(gateway.router.model_names()))
-
-
-def configure_logging() -> None:
-    """Send Tollgate's log lines to stderr unless the host application already did."""
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from flask import g, request
 
 from errors import AuthError
 
+log = logging.getLogger("tollgate.auth")
 OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
 
 
@@ -31,11 +33,17 @@ def require_master_key(master_key: str):
     def check() -> None:
         if request.path in OPEN_PATHS or request.url_rule is None:
             return  # health probes are open; unknown routes answer 404 by themselves
-        key = presented_key(request.headers)
-        if key is None:
-            raise AuthError("Authentication Error, No api key passed in.")
-        if not hmac.compare_digest(key.encode(), expected):
-            raise AuthError("Authentication Error, Invalid proxy server token passed")
+        try:
+            key = presented_key(request.headers)
+            if key is None:
+                raise AuthError("Authentication Error, No api key passed in.")
+            if not hmac.compare_digest(key.encode(), expected):
+                raise AuthError("Authentication Error, Invalid proxy server token passed")
+        except AuthError as exc:
+            # One line, never the key: a request without the key is not a call and leaves no spend-log row.
+            log.warning("unauthenticated request_id=%s path=%s reason=%s", g.get("request_id", "-"), request.path,
+                        exc.message)  # fmt: skip
+            raise
         g.key_hash = key_digest
 
     return check

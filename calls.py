@@ -15,19 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from config import Deployment
-from errors import AuthError, BadRequest, Forbidden
+from errors import AuthError, BadRequest, Forbidden, ProxyError
 from gateway import Gateway
 from providers import PROVIDERS, tokens
 from providers.apis import CHAT, COMPLETIONS, NAMES, RESPONSES
 from providers.base import Reply, UpstreamError, UpstreamHTTPError, Usage, redact
+from providers.router import MAX_MODEL_NAME
 from providers.streaming import Stream
 from spend import admission
 from spend.attribution import resolve_customer_id
 from spend.money import usd_text
-from spend.store import CallRecord, IdempotencyClaim, Replay
+from spend.pricing import Pricer
+from spend.store import CallRecord, Conflict, Customer, IdempotencyClaim, Replay
 from webhooks.events import announcements
 
 log = logging.getLogger("tollgate.calls")
@@ -51,23 +55,21 @@ class Call:
 
 
 def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: str | None) -> Call | Replay:
-    """Everything before the upstream; a `Replay` when the Idempotency-Key was used already."""
+    """Everything before the upstream; a `Replay` when the Idempotency-Key was used already.
+
+    A call refused by policy (no customer where one is required, blocked, model or region not
+    allowed, unpriced model blocked, budget, rate limit) is recorded by `refuse`; malformed input
+    (a bad customer id, model name or Idempotency-Key) is not a call and leaves nothing.
+    """
     settings = gw.config.settings
     customer_id = resolve_customer_id(headers, body, settings.customer_headers)
-    if customer_id is None and settings.enforce_user_param:
-        raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
-    customer = gw.store.admin.get_customer(customer_id) if customer_id else None
-    model = admission.gate(customer_id, customer, body.get("model"))
+    with _refusals(gw, request_id, customer_id, body):
+        if customer_id is None and settings.enforce_user_param:
+            raise AuthError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
+        customer = gw.store.admin.get_customer(customer_id) if customer_id else None
+        model = admission.gate(customer_id, customer, body.get("model"))
     body["model"] = model
-    candidates = _serving(gw.router.candidates(model, customer.allowed_model_region if customer else None), path)
-    pricer = gw.pricer(candidates[0])
-    if not pricer.priced and settings.block_requests_for_models_without_pricing:
-        raise Forbidden(
-            f"Model '{model}' has no pricing, so Tollgate cannot price the request. "
-            "Set input_cost_per_token/output_cost_per_token for it in config.yaml.",
-            type="model_cost_map_missing",
-            param="model",
-        )
+    candidates, pricer = _deployments(gw, request_id, customer_id, customer, body, path)
     claim = _idempotency_claim(headers, customer_id)
     now = gw.clock()
     if claim is not None:
@@ -77,19 +79,20 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
     try:
         admitted = admission.Admitted()
         if customer_id is not None:
-            admitted = admission.admit(
-                gw.store.ledger,
-                request_id=request_id,
-                customer_id=customer_id,
-                budget=admission.applicable_budget(gw.store.admin, customer, settings.max_end_user_budget_id),
-                deployment=candidates[0],
-                pricer=pricer,
-                body=body,
-                strict=settings.budget_enforcement == "strict",
-                exceeded_status=settings.budget_exceeded_status_code,
-                now=now,
-                notify=gw.notify(token),
-            )
+            with _taken_id(request_id), _refusals(gw, request_id, customer_id, body):
+                admitted = admission.admit(
+                    gw.store.ledger,
+                    request_id=request_id,
+                    customer_id=customer_id,
+                    budget=admission.applicable_budget(gw.store.admin, customer, settings.max_end_user_budget_id),
+                    deployment=candidates[0],
+                    pricer=pricer,
+                    body=body,
+                    strict=settings.budget_enforcement == "strict",
+                    exceeded_status=settings.budget_exceeded_status_code,
+                    now=now,
+                    notify=gw.notify(token),
+                )
     except BaseException:
         if claim is not None:
             gw.store.ledger.drop_idempotency(claim, request_id)
@@ -99,6 +102,32 @@ def begin(gw: Gateway, body: dict, headers, path: str, request_id: str, token: s
         body[output_key] = admitted.max_tokens
     admitted = replace(admitted, settlement=replace(admitted.settlement, idempotency=claim))
     return Call(gw, request_id, customer_id, body, path, candidates, admitted, now)
+
+
+def _deployments(
+    gw: Gateway, request_id: str, customer_id: str | None, customer: Customer | None, body: dict, path: str
+) -> tuple[list[Deployment], Pricer]:
+    """The deployments that may serve the call, in order, and the first one's pricing.
+
+    An unknown model or an API the model cannot serve is bad input; a region the customer may not
+    leave (400) or an unpriced model that must not be served (403) refuses the call."""
+    model = body["model"]
+    candidates = gw.router.candidates(model)
+    region = customer.allowed_model_region if customer else None
+    if region is not None:
+        with _refusals(gw, request_id, customer_id, body):
+            candidates = gw.router.candidates(model, region)
+    candidates = _serving(candidates, path)
+    pricer = gw.pricer(candidates[0])
+    if not pricer.priced and gw.config.settings.block_requests_for_models_without_pricing:
+        with _refusals(gw, request_id, customer_id, body):
+            raise Forbidden(
+                f"Model '{model}' has no pricing, so Tollgate cannot price the request. "
+                "Set input_cost_per_token/output_cost_per_token for it in config.yaml.",
+                type="model_cost_map_missing",
+                param="model",
+            )
+    return candidates, pricer
 
 
 def _serving(candidates: list[Deployment], path: str) -> list[Deployment]:
@@ -233,6 +262,7 @@ def settle(
     if announcing:
         gw.dispatcher.wake()
     log_call(record, 200)
+    gw.metrics.observe_call(record, 200, call.upstream_seconds)
     return record
 
 
@@ -243,7 +273,81 @@ def fail(call: Call, exc: BaseException) -> None:
     message = redact(message, (call.served.api_key, call.gw.config.master_key))
     record = _record(call, Usage(), 0, status="failure", error=message)
     call.gw.store.ledger.record_call(record, call.admitted.settlement)
-    log_call(record, exc.client_status if isinstance(exc, UpstreamError) else 500)
+    status = exc.client_status if isinstance(exc, UpstreamError) else 500
+    log_call(record, status)
+    call.gw.metrics.observe_call(record, status, call.upstream_seconds, error=type(exc).__name__)
+
+
+def refuse(
+    gw: Gateway, request_id: str, customer_id: str | None, model: str | None, status: int, error_type: str, reason: str
+) -> None:
+    """A call refused before any upstream (no customer where one is required, blocked, model or
+    region not allowed, over budget, rate limited): one log line, and a spend-log row (status
+    `failure`, cost 0, the error's type and message) counted as failed in the daily activity.
+
+    The refusal stands whatever happens here: a store that cannot record it is logged, and the
+    client still gets the refusal, not a 500."""
+    log.info(
+        "refused request_id=%s customer=%s model=%s status=%d error_type=%s reason=%s",
+        request_id,
+        json.dumps(customer_id, ensure_ascii=False),
+        json.dumps(model, ensure_ascii=False),
+        status,
+        error_type,
+        json.dumps(reason, ensure_ascii=False),
+    )
+    gw.metrics.observe_refusal(customer_id, model, status, error_type, reason)
+    now = gw.clock()
+    record = CallRecord(
+        request_id=request_id,
+        customer_id=customer_id,
+        model_group=model or "",
+        provider_model="",
+        deployment_id="",
+        usage=Usage(),
+        cost_units=0,
+        started_at=now,
+        ended_at=now,
+        status="failure",
+        error=f"{error_type}: {reason}",
+        attempts=0,
+    )
+    try:
+        gw.store.ledger.record_refusal(record)
+    except Exception as exc:  # noqa: BLE001 - a refusal is answered even when it cannot be kept
+        log.error("refusal not recorded request_id=%s: %s: %s", request_id, type(exc).__name__, exc)
+
+
+@contextmanager
+def _taken_id(request_id: str) -> Iterator[None]:
+    """A call whose id (a client's `x-request-id`) is the id of another call in flight is refused
+    (409) before it reserves anything."""
+    try:
+        yield
+    except Conflict:
+        raise ProxyError(
+            f"x-request-id '{request_id}' is the id of a call still in flight: send a new id, or none",
+            status=409,
+            type="request_id_in_use",
+            param="x-request-id",
+        ) from None
+
+
+@contextmanager
+def _refusals(gw: Gateway, request_id: str, customer_id: str | None, body: dict) -> Iterator[None]:
+    """Record a refusal raised inside the block (`refuse`), then let it reach the client."""
+    try:
+        yield
+    except ProxyError as exc:
+        refuse(gw, request_id, customer_id, _model_name(body.get("model")), exc.status, exc.type, exc.message)
+        raise
+
+
+def _model_name(value: object) -> str | None:
+    """The requested model as the spend log can keep it: a short printable name, else None."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_MODEL_NAME and value.isprintable():
+        return value
+    return None
 
 
 def _record(call: Call, usage: Usage, cost_units: int, **outcome) -> CallRecord:

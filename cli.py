@@ -3,6 +3,7 @@
 python cli.py check-config [PATH]             validate a config without serving
 python cli.py migrate                         apply pending schema migrations (the Procfile's release: line)
 python cli.py copy-sqlite PATH                copy a SQLite database into the PostgreSQL of DATABASE_URL
+python cli.py backup PATH                     copy the live SQLite database of DATABASE_URL to PATH, safely
 python cli.py webhooks list [--status dead]   the webhook outbox, newest first
 python cli.py webhooks requeue --dead         deliver every dead event again
 python cli.py webhooks requeue EVENT_ID ...   deliver these events again
@@ -11,11 +12,13 @@ python cli.py webhooks requeue EVENT_ID ...   deliver these events again
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 
 from config import ConfigError, load_config
 from providers import PRICING_IDS
+from spend.backup import BackupRefused, backup_sqlite
 from spend.engines import is_postgres, open_store
 from spend.outbox import RETRY_WINDOW_SECONDS
 from spend.pricing import pricer_for
@@ -85,6 +88,30 @@ def copy_sqlite(source: str, config_path: str | None) -> int:
     return 0
 
 
+def backup(target: str, config_path: str | None) -> int:
+    """Copy the SQLite database of DATABASE_URL to `target` while the server runs and writes."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if is_postgres(config.database_url):
+        print(
+            "tollgate: DATABASE_URL is PostgreSQL: back it up with pg_dump (or the provider's snapshots); "
+            "see docs/operations.md",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        result = backup_sqlite(config.database_url, target, report=print)
+    except (BackupRefused, sqlite3.Error, OSError) as exc:
+        print(f"tollgate: backup refused: {exc}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{count:,} {table}" for table, count in result.rows.items())
+    print(f"backup {result.path}: {result.size_bytes:,} bytes, integrity ok ({counts})")
+    return 0
+
+
 def webhooks(args) -> int:
     """List or re-queue outbox events, straight from the database the server uses."""
     try:
@@ -125,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     copying = commands.add_parser("copy-sqlite", help="copy a SQLite database into DATABASE_URL's PostgreSQL")
     copying.add_argument("source", help="the SQLite file, e.g. tollgate.db")
     copying.add_argument("--config", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
+    backing_up = commands.add_parser("backup", help="copy the live SQLite database to a new file")
+    backing_up.add_argument("path", help="the new file, e.g. backups/tollgate-2026-01-31.db (must not exist)")
+    backing_up.add_argument("--config", help="config file (default: $CONFIG_FILE_PATH or ./config.yaml)")
     hooks = commands.add_parser("webhooks", help="list or re-queue webhook events")
     hooks.add_argument("action", choices=["list", "requeue"])
     hooks.add_argument("event_ids", nargs="*", help="events to re-queue")
@@ -139,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate(args.config)
     if args.command == "copy-sqlite":
         return copy_sqlite(args.source, args.config)
+    if args.command == "backup":
+        return backup(args.path, args.config)
     return webhooks(args)
 
 

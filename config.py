@@ -36,6 +36,7 @@ from config_keys import (
     LITELLM_TOP_LEVEL,
 )
 from config_reader import Reader
+from logs import FORMATS, LEVELS
 from providers import PROVIDERS
 from providers.models import is_wildcard, read_target
 
@@ -77,6 +78,7 @@ _LITELLM_SETTINGS = {
     "block_requests_for_models_without_pricing",
     "drop_params",
     "budget_enforcement",
+    "enable_end_user_cost_tracking_prometheus_only",
 }
 _GENERAL_SETTINGS = {
     "master_key",
@@ -88,6 +90,8 @@ _GENERAL_SETTINGS = {
     "database_url",
     "user_header_mappings",
     "user_header_name",
+    "maximum_spend_logs_retention_period",
+    "maximum_spend_logs_retention_interval",
 }
 _ALERT_TYPES = ("spend_tracked", "budget_alerts")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -152,6 +156,8 @@ class Settings:
     block_requests_for_models_without_pricing: bool = False
     drop_params: bool = False
     budget_enforcement: str = "standard"
+    # The customer as the `end_user` label of /metrics (one series per customer, so off by default).
+    end_user_metrics: bool = False
     alerting: tuple[str, ...] = ()
     alert_types: tuple[str, ...] = _ALERT_TYPES
     budget_alert_thresholds: tuple[Decimal, ...] = (Decimal("0.85"), Decimal("0.95"))
@@ -175,6 +181,11 @@ class Config:
     webhook_secret: str | None = None
     webhook_retry_max_seconds: float = 1800.0
     webhook_retention_days: float = 7.0
+    log_level: str = "INFO"  # LITELLM_LOG
+    log_format: str = "text"  # LOG_FORMAT: text or json
+    # general_settings.maximum_spend_logs_retention_period and _interval, in seconds (None: keep every row)
+    spend_log_retention_seconds: float | None = None
+    spend_log_retention_interval_seconds: float = 86_400.0
     # Slow clients: seconds a client may take to send a request's headers, then its body (408 beyond).
     request_header_timeout: float = 10.0
     request_body_timeout: float = 30.0
@@ -252,6 +263,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
 
     retry_ceiling = reader.number(reader.env, "WEBHOOK_RETRY_MAX_SECONDS", "environment", 1800.0)
     retention_days = reader.number(reader.env, "WEBHOOK_RETENTION_DAYS", "environment", 7.0)
+    operations = _logging_and_retention(reader, general)
     header_timeout = reader.number(reader.env, "REQUEST_HEADER_TIMEOUT", "environment", 10.0)
     body_timeout = reader.number(reader.env, "REQUEST_BODY_TIMEOUT", "environment", 30.0)
     for name, seconds in (("REQUEST_HEADER_TIMEOUT", header_timeout), ("REQUEST_BODY_TIMEOUT", body_timeout)):
@@ -273,10 +285,52 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         webhook_secret=secret,
         webhook_retry_max_seconds=retry_ceiling,
         webhook_retention_days=retention_days,
+        **operations,
         request_header_timeout=header_timeout,
         request_body_timeout=body_timeout,
         warnings=tuple(reader.warnings),
     )
+
+
+def _logging_and_retention(reader: Reader, general: dict) -> dict:
+    """`LITELLM_LOG`, `LOG_FORMAT` and the spend-log retention settings, checked, as `Config` fields."""
+    level = reader.env.get("LITELLM_LOG", "INFO").strip().upper() or "INFO"
+    if level not in LEVELS:
+        reader.error(f"environment.LITELLM_LOG: must be one of {', '.join(LEVELS)}, got {level!r}")
+    log_format = reader.env.get("LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in FORMATS:
+        reader.error(f"environment.LOG_FORMAT: must be text or json, got {log_format!r}")
+    fields = {"log_level": level, "log_format": log_format}
+    for key, field_name in (
+        ("maximum_spend_logs_retention_period", "spend_log_retention_seconds"),
+        ("maximum_spend_logs_retention_interval", "spend_log_retention_interval_seconds"),
+    ):
+        raw = general.get(key)
+        if raw is None:
+            continue
+        try:
+            fields[field_name] = period_seconds(raw)
+        except ValueError as exc:
+            reader.error(f"general_settings.{key}: {exc}")
+    return fields
+
+
+_PERIOD = re.compile(r"([0-9]+)(s|m|h|d|w)")  # ASCII digits: `\d` also takes "²" and "١"
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+MAX_PERIOD_DAYS = 36_525  # 100 years: a cutoff further back is no date Python can compute
+
+
+def period_seconds(text: object) -> float:
+    """Seconds in a LiteLLM period (`"7d"`, `"24h"`, `"60m"`, `"3600s"`, `"2w"`); ValueError saying what
+    is accepted otherwise (zero, a fraction, another unit, more than 100 years)."""
+    match = _PERIOD.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if match is None or not match.group(1).lstrip("0"):
+        raise ValueError(f"must be a period like '7d', '24h', '60m' or '3600s', got {text!r}")
+    digits = match.group(1).lstrip("0")
+    seconds = (int(digits) if len(digits) <= 15 else 10**15) * _PERIOD_SECONDS[match.group(2)]
+    if seconds > MAX_PERIOD_DAYS * 86_400:
+        raise ValueError(f"must be at most 100 years ({MAX_PERIOD_DAYS}d), got {text!r}")
+    return float(seconds)
 
 
 def _is_base64(text: str) -> bool:
@@ -325,6 +379,7 @@ def _settings(reader: Reader, litellm: dict, general: dict) -> Settings:
         ),
         drop_params=reader.boolean(litellm, "drop_params", "litellm_settings"),
         budget_enforcement=enforcement,
+        end_user_metrics=reader.boolean(litellm, "enable_end_user_cost_tracking_prometheus_only", "litellm_settings"),
         alerting=tuple(reader.string_list(general, "alerting", "general_settings") or ()),
         alert_types=tuple(t for t in alert_types if t in _ALERT_TYPES),
         budget_alert_thresholds=tuple(sorted(thresholds)),

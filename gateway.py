@@ -11,6 +11,7 @@ from flask import current_app
 
 from config import Config, Deployment
 from lifecycle import Lifecycle
+from metrics import Metrics
 from providers import PRICING_IDS
 from providers.http import Upstreams
 from providers.router import Router
@@ -34,6 +35,7 @@ class Gateway:
     started_at: float
     dispatcher: Dispatcher | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    metrics: Metrics = field(default_factory=Metrics)
     _wildcard_pricer: Callable[[Deployment], Pricer] = field(init=False, repr=False)
 
     def __post_init__(self):

@@ -25,20 +25,60 @@ Stop: SIGTERM to the master drains every worker (lifecycle.py): new requests get
 readiness says so, and the calls in flight finish and are charged before the worker exits, within
 `graceful_timeout`.
 
+Metrics: every worker writes its metric values to files in one directory, PROMETHEUS_MULTIPROC_DIR
+(a new temporary one unless set), which /metrics adds up; a worker that exits leaves its counts
+there (`child_exit`). See metrics.py and docs/metrics.md.
+
 Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
-(threads per worker, default 512).
+(threads per worker, default 512), PROMETHEUS_MULTIPROC_DIR.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # gunicorn reads this file at start and again on every `kill -HUP`, in the master. Only at start
 # may a bad config stop the process; the first reading imports `app`, so finding it imported
 # means this reading is a reload.
 RELOADING = "app" in sys.modules
 
+
+def _metrics_directory() -> None:
+    """Where the workers keep their metric values (prometheus_client's multiprocess mode; metrics.py),
+    set before anything imports prometheus_client: the operator's PROMETHEUS_MULTIPROC_DIR (made when
+    missing), else a new temporary directory, removed when the master exits. Emptied at start, since
+    files left by an earlier run would be added to this run's sums; a reload keeps it, and the
+    replaced workers' counts stay."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollgate-metrics-")
+        atexit.register(_remove_directory, path, os.getpid())
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        for entry in os.scandir(path):
+            if entry.name.endswith(".db") and entry.is_file():
+                os.remove(entry.path)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        sys.stderr.write(f"tollgate: PROMETHEUS_MULTIPROC_DIR {path}: {exc.strerror}\n")
+        sys.exit(1)
+
+
+def _remove_directory(path: str, master_pid: int) -> None:
+    if os.getpid() == master_pid:  # workers inherit the exit handler; they leave the directory alone
+        shutil.rmtree(path, ignore_errors=True)
+
+
+if not RELOADING:
+    _metrics_directory()
+
 from app import MigrationsPending, prepare_database  # noqa: E402
 from config import ConfigError, load_config  # noqa: E402
+from logs import gunicorn_logconfig  # noqa: E402
 from spend.engines import open_store  # noqa: E402
 from spend.store import StoreUnavailable  # noqa: E402
 
@@ -93,6 +133,8 @@ keepalive = 75
 # gunicorn's runtime control socket is one fixed path per user; Tollgate does not use it, and
 # several instances on one box (blue/green deploys, the test suite) would fight over it.
 control_socket_disable = True
+# gunicorn's own lines (workers booting, exiting, timing out) in Tollgate's LOG_FORMAT and LITELLM_LOG level.
+logconfig_dict = gunicorn_logconfig(os.environ.get("LOG_FORMAT", "text"), os.environ.get("LITELLM_LOG", "INFO"))
 
 
 def post_fork(server, worker):
@@ -140,3 +182,11 @@ def worker_exit(server, worker):
     from app import stop_background_work
 
     stop_background_work(worker.app.wsgi())
+
+
+def child_exit(server, worker):
+    """A worker is gone (stopped, replaced or killed): prometheus_client's bookkeeping for a dead
+    process. Its counters stay in the sums /metrics reports."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -13,6 +13,7 @@ import threading
 DELIVERY = "tg-webhooks"  # webhooks.dispatcher's thread, one per worker
 CHECKPOINT = "tg-checkpoint"  # spend.sqlite's WAL checkpoint thread, one per worker
 HEADER_WATCH = "tg-header-watch"  # workers.HeaderWatch: 408 for requests whose headers stall, one per worker
+RETENTION = "tg-retention"  # spend.retention's pruning of old spend-log rows, one per worker
 DRAIN = "tg-drain"  # lifecycle's wait for in-flight calls after SIGTERM, one per stopping worker
 
 

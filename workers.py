@@ -6,7 +6,8 @@ request would hold every thread of the box. Here a watch thread per worker answe
 OpenAI envelope) and closes each connection that has not sent its whole request line and headers
 within `REQUEST_HEADER_TIMEOUT` seconds (default 10) of a pool thread taking it up; the thread is
 free again at once. (A connection that sends nothing is gthread's own business: it goes back to
-the poller after 5 s and is closed after `keepalive` seconds.) The body's deadline (`REQUEST_BODY_TIMEOUT`) is the app's: routes.read_body.
+the poller after 5 s and is closed after `keepalive` seconds.) The deadline on the body
+(`REQUEST_BODY_TIMEOUT`) is the app's: routes.read_body.
 
 gunicorn's own refusals (a malformed request line, a URI over 4,094 bytes: 414, header fields too
 large: 431, a transfer coding it does not support: 501, ...) are written in the OpenAI error

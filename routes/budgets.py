@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify
 import gateway as gateway_state
 from errors import BadRequest, NotFound
 from routes import fields, json_body
+from routes.audit import admin_action, field_names
 from routes.customers import budget_object
 from spend.store import Conflict, Missing
 
@@ -29,6 +30,7 @@ def budget_new():
         budget = gw.store.admin.create_budget(budget_id, columns, gw.clock())
     except Conflict:
         raise BadRequest(f"Budget with id '{budget_id}' already exists.", param="budget_id") from None
+    admin_action("budget.new", [budget_id], field_names(budget=columns))
     return jsonify(budget_object(budget, gw.clock()))
 
 
@@ -44,6 +46,7 @@ def budget_update():
         budget = gw.store.admin.update_budget(budget_id, columns, gw.clock())
     except Missing:
         raise _not_found(budget_id) from None
+    admin_action("budget.update", [budget_id], field_names(budget=columns))
     return jsonify(budget_object(budget, gw.clock()))
 
 
@@ -76,6 +79,7 @@ def budget_delete():
         budget = gw.store.admin.delete_budget(budget_id)
     except Missing:
         raise _not_found(budget_id) from None
+    admin_action("budget.delete", [budget_id])
     return jsonify(budget_object(budget, gw.clock()))
 
 

@@ -14,6 +14,7 @@ from flask import Blueprint, jsonify
 import gateway as gateway_state
 from errors import BadRequest, NotFound
 from routes import fields, json_body, page_arg, text_arg
+from routes.audit import admin_action, field_names
 from spend.admission import window_end
 from spend.budgets import Account, effective_spend
 from spend.money import usd, usd_or_none
@@ -108,12 +109,19 @@ def customer_new():
         ) from None
     except Missing:
         raise BadRequest(f"Budget id={budget_id} does not exist in db", param="budget_id") from None
+    admin_action("customer.new", [user_id], field_names(given, budget))
     return jsonify(customer_object(created, gw.clock()))
 
 
 @customer_route("update", ["POST"])
 def customer_update():
-    body = json_body()
+    updated = update_customer(json_body())
+    return jsonify(customer_object(updated, gateway_state.current().clock()))
+
+
+def update_customer(body: dict) -> Customer:
+    """`/customer/update` with a parsed body: every field checked, then one store update. The
+    dashboard's edit form goes through here too, so both say the same thing about a bad value."""
     gw = gateway_state.current()
     user_id = fields.customer_id(body.get("user_id"))
     budget = fields.budget_columns(body, nulls_clear=False)
@@ -125,7 +133,8 @@ def customer_update():
         if missing.ids == [user_id]:
             raise NotFound(f"End User Id={user_id} does not exist in db", param="user_id") from None
         raise BadRequest(f"Budget id={changes.get('budget_id')} does not exist in db", param="budget_id") from None
-    return jsonify(customer_object(updated, gw.clock()))
+    admin_action("customer.update", [user_id], field_names(changes, budget))
+    return updated
 
 
 def _one_budget_source(budget_id: str | None, budget: dict) -> None:
@@ -173,6 +182,7 @@ def customer_delete():
         deleted = gateway_state.current().store.admin.delete_customers(user_ids)
     except Missing as missing:
         raise NotFound(f"End User Id(s)={','.join(missing.ids)} do not exist in db", param="user_ids") from None
+    admin_action("customer.delete", user_ids)
     return jsonify({"deleted_customers": deleted, "message": f"Successfully deleted customers with ids: {user_ids}"})
 
 
@@ -200,11 +210,18 @@ def customer_unblock():
 
 
 def _set_blocked(blocked: bool):
-    user_ids = fields.user_ids(json_body())
+    customers = set_blocked(json_body(), blocked)
+    now = gateway_state.current().clock()
+    return jsonify({"blocked_users": [customer_object(customer, now) for customer in customers]})
+
+
+def set_blocked(body: dict, blocked: bool) -> list[Customer]:
+    """`/customer/block` or `/customer/unblock` with a parsed body (also the dashboard's buttons)."""
+    user_ids = fields.user_ids(body)
     gw = gateway_state.current()
     try:
         customers = gw.store.admin.set_blocked(user_ids, blocked, gw.clock())
     except Missing as missing:
         raise NotFound(f"End User Id(s)={','.join(missing.ids)} do not exist in db", param="user_ids") from None
-    now = gw.clock()
-    return jsonify({"blocked_users": [customer_object(customer, now) for customer in customers]})
+    admin_action("customer.block" if blocked else "customer.unblock", user_ids)
+    return customers

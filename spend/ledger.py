@@ -9,17 +9,23 @@ still one conditional UPDATE that refuses to pass the limit.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
-from spend import budgets
+from spend import activity, budgets
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
 from spend.outbox import add_events
 from spend.store import (
     PLAIN_CALL,
+    ActivityFilter,
     AdmissionRequest,
     CallRecord,
     Charge,
+    Conflict,
     Cursor,
+    CustomerSpend,
+    DailyActivity,
     Database,
     IdempotencyClaim,
     Replay,
@@ -62,6 +68,13 @@ class SQLLedger:
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
         self.db.write(lambda tx: self._record_call(tx, record, settlement))
 
+    def record_refusal(self, record: CallRecord) -> None:
+        def write(tx: Cursor) -> None:
+            self._insert_spend_log(tx, record)
+            activity.roll_up(tx, self.db, record)
+
+        self.db.write(write)
+
     # -- admission -----------------------------------------------------------------------
 
     def _admit(self, tx: Cursor, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
@@ -98,10 +111,13 @@ class SQLLedger:
         for limit in request.limits:
             self._reserve(tx, request, limit, decision.reservations[limit.scope], limit.scope in decision.capped)
         if request.rate_limits is not None:
-            tx.execute(
-                "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?)",
+            inserted = tx.execute(
+                "INSERT INTO rate_events (request_id, user_id, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (request_id) DO NOTHING",
                 (request.request_id, customer, now),
             )
+            if inserted.rowcount != 1:
+                raise Conflict(request.request_id)
         return decision
 
     def _ensure_customer(self, tx: Cursor, user_id: str, now: float, *, lock: bool, create: bool = True) -> None:
@@ -169,11 +185,13 @@ class SQLLedger:
         )
         if cursor.rowcount != 1:
             raise RuntimeError(f"reservation for {request.customer_id!r} would pass its budget")
-        tx.execute(
+        inserted = tx.execute(
             "INSERT INTO reservations (request_id, user_id, scope, units, expires_at, capped) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, scope) DO NOTHING",
             (request.request_id, request.customer_id, limit.scope, self.db.units(units), request.expires_at, capped),
         )
+        if inserted.rowcount != 1:
+            raise Conflict(request.request_id)  # a call in flight has this id (a client's x-request-id)
 
     # -- settlement ----------------------------------------------------------------------
 
@@ -207,6 +225,7 @@ class SQLLedger:
                 "UPDATE rate_events SET tokens = ? WHERE request_id = ?", (record.usage.total_tokens, record.request_id)
             )
         self._insert_spend_log(tx, record)
+        activity.roll_up(tx, self.db, record)  # last: a shared day row stays locked only until the commit
 
     def _release(self, tx: Cursor, request_id: str) -> tuple[str | None, dict[str, int]]:
         """Delete a call's reservations: whose they were, and the units they held by scope."""
@@ -252,11 +271,20 @@ class SQLLedger:
         )
 
     def _insert_spend_log(self, tx: Cursor, record: CallRecord) -> None:
+        """The call's row. Its id is the client's `x-request-id` when it sent a new one; should an
+        earlier row have that id after all (two calls sent it at once), the row is kept under the
+        id with a suffix: a call the upstream has answered is always charged."""
+        request_id = record.request_id
+        while not self._try_spend_log(tx, record, request_id):
+            request_id = f"{record.request_id}.{uuid.uuid4().hex[:8]}"
+
+    def _try_spend_log(self, tx: Cursor, record: CallRecord, request_id: str) -> bool:
         usage = record.usage
-        tx.execute(
-            f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 20)})",
+        return 1 == tx.execute(
+            f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 20)}) "
+            "ON CONFLICT (request_id) DO NOTHING",
             (
-                record.request_id,
+                request_id,
                 record.customer_id,
                 record.model_group,
                 record.provider_model,
@@ -277,7 +305,7 @@ class SQLLedger:
                 record.attempts,
                 record.response_id,
             ),
-        )
+        ).rowcount
 
     # -- idempotency ---------------------------------------------------------------------
 
@@ -328,6 +356,42 @@ class SQLLedger:
         return int(
             self.db.read(lambda tx: tx.execute(f"SELECT COUNT(*) FROM spend_logs{clause}", params).fetchone()[0])
         )
+
+    def delete_spend_logs_before(self, cutoff: float, batch: int) -> int:
+        # The index on created_at finds the rows; finding none takes no write lock. Where writers
+        # run at once (PostgreSQL), each skips the rows another is deleting.
+        old = "SELECT request_id FROM spend_logs WHERE created_at < :cutoff"
+        params = {"cutoff": iso_timestamp(cutoff), "batch": batch}
+        if self.db.read(lambda tx: tx.execute(f"{old} LIMIT 1", params).fetchone()) is None:
+            return 0
+        delete = f"DELETE FROM spend_logs WHERE request_id IN ({old} LIMIT :batch{self.db.skip_locked})"
+        return self.db.write(lambda tx: tx.execute(delete, params).rowcount)
+
+    # -- the daily rollup (spend.activity) -----------------------------------------------
+
+    def daily_activity(
+        self,
+        customer_ids: Sequence[str] | None,
+        start_day: str,
+        end_day: str,
+        model: str | None = None,
+        *,
+        exclude: Sequence[str] = (),
+    ) -> list[DailyActivity]:
+        ids = None if customer_ids is None else tuple(customer_ids)
+        return activity.daily_activity(self.db, ActivityFilter(start_day, end_day, ids, model, tuple(exclude)))
+
+    def daily_totals(self, where: ActivityFilter) -> list[DailyActivity]:
+        return activity.daily_totals(self.db, where)
+
+    def daily_breakdown(self, where: ActivityFilter, by: str) -> list[DailyActivity]:
+        if by not in ("customer", "model"):
+            raise ValueError(f"daily_breakdown by 'customer' or 'model', not {by!r}")
+        reader = activity.daily_by_customer if by == "customer" else activity.daily_by_model
+        return reader(self.db, where)
+
+    def top_customers(self, start_day: str, end_day: str, limit: int) -> list[CustomerSpend]:
+        return activity.top_customers(self.db, start_day, end_day, limit)
 
 
 def _log_filter(where: SpendLogFilter) -> tuple[str, tuple]:

@@ -11,7 +11,7 @@ has passed (then dead, kept for the operator). `seq` is the order events were wr
 
 from __future__ import annotations
 
-from spend.store import Cursor, Database, Event, OutboxEvent
+from spend.store import Cursor, Database, Event, OutboxDepth, OutboxEvent
 
 # Every event gets at least this long of retries before it is marked dead.
 RETRY_WINDOW_SECONDS = 24 * 3600.0
@@ -135,3 +135,9 @@ class SQLOutbox:
             f"WHERE {where}"
         )
         return self.db.write(lambda tx: tx.execute(sql, (now, now + retry_window, *params)).rowcount)
+
+    def pending_depth(self) -> OutboxDepth:
+        # Counted off the (status, next_attempt_at) index; pending events are few unless delivery is stuck.
+        sql = "SELECT COUNT(*), MIN(created_at) FROM webhook_events WHERE status = 'pending'"
+        count, oldest = self.db.read(lambda tx: tx.execute(sql).fetchone())
+        return OutboxDepth(pending=int(count), oldest_created_at=None if oldest is None else float(oldest))

@@ -6,6 +6,8 @@ A store is three roles over one database, composed by `Store`:
   call's worst-case cost under the customer's lock (only when a budget or rate limit applies);
   `record_call` releases the reservation, adds the real cost, writes the spend-log row and the
   call's webhook events, all or nothing. It also keeps `Idempotency-Key`s and reads spend logs.
+  Every call it records (and every refusal, `record_refusal`) is also added to the daily
+  rollup in the same transaction (`spend.activity`), which the activity reads come from.
 - `Admin`: customers and budget tiers, for the `/customer/*` and `/budget/*` routes.
 - `Outbox`: webhook events, inserted by `record_call` already rendered (as bytes; the store
   never looks inside), claimed by one worker's delivery thread at a time, marked, retried.
@@ -141,6 +143,63 @@ class SpendLogFilter:
 
 
 @dataclass(frozen=True)
+class DailyActivity:
+    """Calls summed per UTC day, as the daily rollup keeps them (written with each call, so reading
+    a month of activity never scans the spend log).
+
+    A `daily_activity` row is one day's calls of one customer (None: calls charged to nobody) to
+    one model; a `daily_totals` row sums a whole day (`customer_id` None, models ""). Refused calls
+    have no deployment: their `provider_model` is "". Spend counts charged calls only; refused and
+    failed calls count in `api_requests` and `failed_requests`.
+    """
+
+    day: str  # YYYY-MM-DD, UTC
+    customer_id: str | None
+    model_group: str
+    provider_model: str
+    spend_units: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    api_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    alias: str | None = None  # the customer's alias, when it has one
+
+    @property
+    def provider(self) -> str | None:
+        """The provider of `provider_model` (`openai` of `openai/gpt-4o`); None for refused calls."""
+        return self.provider_model.partition("/")[0] or None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    """Which days of the rollup to read: UTC days `start_day` to `end_day` (YYYY-MM-DD, both
+    included), of some customers (None: every call, including those charged to nobody) but not
+    `exclude`, of one model (group or provider model)."""
+
+    start_day: str
+    end_day: str
+    customer_ids: tuple[str, ...] | None = None
+    model: str | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomerSpend:
+    """A customer's calls and spend over some days (`POST /global/spend/end_users`)."""
+
+    customer_id: str
+    calls: int
+    spend_units: int
+
+
+@dataclass(frozen=True)
 class AdmissionRequest:
     """Reserve a call's worst case against the customer's budgets and rate limits, atomically."""
 
@@ -232,6 +291,14 @@ class OutboxEvent:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class OutboxDepth:
+    """How far webhook delivery is behind: the events waiting, and when the oldest was written."""
+
+    pending: int
+    oldest_created_at: float | None  # epoch seconds; None when nothing waits
+
+
 class Conflict(Exception):
     """The row to create exists already."""
 
@@ -270,6 +337,35 @@ class Ledger(Protocol):
 
     def count_spend_logs(self, where: SpendLogFilter) -> int:
         """How many rows match."""
+
+    def delete_spend_logs_before(self, cutoff: float, batch: int) -> int:
+        """Delete up to `batch` spend-log rows created before `cutoff` (epoch seconds), in one
+        transaction; returns how many (retention: `spend.retention`). Nothing else is touched."""
+
+    def record_refusal(self, record: CallRecord) -> None:
+        """Keep a call refused before any upstream (blocked, over budget, rate limited…): its
+        spend-log row (status `failure`, cost 0) and its count in the daily rollup, nothing else."""
+
+    def daily_activity(
+        self,
+        customer_ids: Sequence[str] | None,
+        start_day: str,
+        end_day: str,
+        model: str | None = None,
+        *,
+        exclude: Sequence[str] = (),
+    ) -> list[DailyActivity]:
+        """The rollup rows of those days (see `ActivityFilter`), newest day first, then by customer and model."""
+
+    def daily_totals(self, where: ActivityFilter) -> list[DailyActivity]:
+        """One row per day with activity matching `where`, summed over customers and models; newest first."""
+
+    def daily_breakdown(self, where: ActivityFilter, by: str) -> list[DailyActivity]:
+        """The rows matching `where` summed per day and `by`: "customer" (with its alias; models "")
+        or "model" (customer None); newest day first."""
+
+    def top_customers(self, start_day: str, end_day: str, limit: int) -> list[CustomerSpend]:
+        """The `limit` customers with the most spend over those days (both included), most first."""
 
     def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
         """Take the key for this call (None), or return the call that holds or used it in the last 24 h."""
@@ -338,6 +434,9 @@ class Outbox(Protocol):
 
     def requeue(self, event_ids: list[str] | None, now: float, retry_window: float) -> int:
         """Dead (or the named) events become pending again with a fresh retry window."""
+
+    def pending_depth(self) -> OutboxDepth:
+        """The pending events' count and oldest write time (for the metrics, read at each scrape)."""
 
 
 class Database(Protocol):

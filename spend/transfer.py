@@ -81,6 +81,13 @@ TABLES = (
         "customer_id, idempotency_key",
         money=("cost_units",),
     ),
+    Table(
+        "daily_activity",
+        ("day", "customer_id", "model_group", "provider_model", "spend_units", "prompt_tokens", "completion_tokens",
+         "cache_read_tokens", "cache_creation_tokens", "api_requests", "successful_requests", "failed_requests"),
+        "day, customer_id, model_group, provider_model",
+        money=("spend_units",),
+    ),
 )  # fmt: skip
 
 

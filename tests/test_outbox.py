@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from contextlib import closing
+from dataclasses import replace
 from decimal import Decimal
 
 import psycopg
@@ -258,9 +259,18 @@ def test_budget_events_fire_once_per_customer_event_threshold_and_window(contrac
 def test_a_call_that_is_not_recorded_leaves_no_event_and_no_mark(contract_store, engine):
     now = time.time()
     notify = Notify(**{**BUDGET.__dict__, "spend_tracked": True})
-    charge(contract_store, "c", 100, notify, now, request_id="same")
+    charge(contract_store, "c", 100, notify, now)
+    [earlier] = contract_store.outbox.list(None, 10)
+    # A call that would cross the budget fails in its transaction after its marks are written:
+    # its last event has the id of an event already in the outbox.
+    record = CallRecord(str(uuid.uuid4()), "c", "m", "mock/m", "d", Usage(), 2_000, now + 1, now + 1)
+    events, on_spend = announcements(notify, "c", 2_000, record.request_id, now + 1)
+
+    def crossing_then_failing(spend: int):
+        return [*on_spend(spend), replace(events[0], event_id=earlier.event_id)]
+
     with pytest.raises(DUPLICATE[engine]):
-        charge(contract_store, "c", 2_000, notify, now + 1, request_id="same")  # would cross the budget
+        contract_store.ledger.record_call(record, Settlement(events=events, on_spend=crossing_then_failing))
     assert written(contract_store) == [("c", "spend_tracked")]
     charge(contract_store, "c", 2_000, notify, now + 2)  # the crossing the failed call never marked
     assert written(contract_store) == [

@@ -13,7 +13,6 @@ import uuid
 from contextlib import closing
 from dataclasses import replace
 
-import psycopg
 import pytest
 
 import spend.sqlite
@@ -23,8 +22,10 @@ from spend.budgets import Estimate, Limit, OverBudget, Plan
 from spend.engines import open_store
 from spend.sqlite import sqlite_path
 from spend.store import (
+    PLAIN_CALL,
     AdmissionRequest,
     CallRecord,
+    Conflict,
     Customer,
     IdempotencyClaim,
     Replay,
@@ -33,8 +34,6 @@ from spend.store import (
 )
 from tests.helpers import sql_rows
 
-# What a second row with the same request id raises: the whole call is rolled back.
-DUPLICATE = {"sqlite": sqlite3.IntegrityError, "postgres": psycopg.errors.UniqueViolation}
 HOUR = 3600.0
 INT64_MAX = 2**63 - 1
 TEN_MILLION_USD = 10_000_000 * 10**12  # pico-dollars: past SQLite's INTEGER, PostgreSQL's BIGINT
@@ -123,15 +122,37 @@ def test_call_without_customer_is_logged_only(contract_store):
     assert contract_store.admin.list_customers(0, 10, None) == ([], 0)
 
 
-def test_charge_and_log_row_are_all_or_nothing(contract_store, engine):
-    contract_store.ledger.record_call(call("atomic", cost=100, request_id="same-id"))
-    with pytest.raises(DUPLICATE[engine]):
-        contract_store.ledger.record_call(call("atomic", cost=100, request_id="same-id"))
-    with pytest.raises(DUPLICATE[engine]):  # a customer seen first by the failing call is not created either
-        contract_store.ledger.record_call(call("never", cost=100, request_id="same-id"))
+def test_charge_and_log_row_are_all_or_nothing(contract_store):
+    def broken(spend: int):  # fails inside the transaction, after the charge and before the log row
+        raise RuntimeError("rendering the budget events failed")
+
+    contract_store.ledger.record_call(call("atomic", cost=100))
+    with pytest.raises(RuntimeError):
+        contract_store.ledger.record_call(call("atomic", cost=100), Settlement(on_spend=broken))
+    with pytest.raises(RuntimeError):  # a customer seen first by the failing call is not created either
+        contract_store.ledger.record_call(call("never", cost=100), Settlement(on_spend=broken))
     assert contract_store.admin.get_customer("atomic").spend_units == 100
     assert contract_store.admin.get_customer("never") is None
     assert len(contract_store.ledger.spend_logs()) == 1
+
+
+def test_two_calls_settled_under_one_id_are_both_charged(contract_store):
+    """A client's x-request-id sent by two calls at once: the second row keeps the id with a suffix."""
+    contract_store.ledger.record_call(call("twice", cost=100, request_id="client-id"))
+    contract_store.ledger.record_call(call("twice", cost=100, request_id="client-id"))
+    assert contract_store.admin.get_customer("twice").spend_units == 200
+    ids = sorted(row.request_id for row in contract_store.ledger.spend_logs("twice"))
+    assert ids[0] == "client-id" and ids[1].startswith("client-id.") and len(ids) == 2
+
+
+def test_a_second_admission_under_the_id_of_a_call_in_flight_is_a_conflict_and_reserves_nothing(contract_store):
+    first = call("in-flight", request_id="client-id")
+    estimate = Estimate(10, 0, 1)
+    assert contract_store.ledger.admit(admission(first, 1_000, estimate)) == Plan({"": 10})
+    with pytest.raises(Conflict):
+        contract_store.ledger.admit(admission(call("in-flight", request_id="client-id"), 1_000, estimate))
+    assert accounts(contract_store, "in-flight") == [(0, 10)]
+    assert reservations(contract_store) == 1
 
 
 def test_migrate_is_idempotent(contract_store, engine):
@@ -507,15 +528,19 @@ def test_a_sqlite_url_with_a_host_is_refused():
 
 
 def test_group_commit_isolates_a_failing_write_from_the_rest_of_its_batch(sqlite_store):
-    sqlite_store.ledger.record_call(call("grouped", cost=1, request_id="taken"))
+    sqlite_store.ledger.record_call(call("grouped", cost=1))
     barrier = threading.Barrier(16)
     errors = []
+
+    def broken(spend: int):  # fails inside the write, after its charge
+        raise RuntimeError("rendering the budget events failed")
 
     def write(n: int) -> None:
         barrier.wait()
         try:
-            sqlite_store.ledger.record_call(call("grouped", cost=10, request_id="taken" if n % 4 == 0 else f"r{n}"))
-        except sqlite3.IntegrityError:
+            settlement = Settlement(on_spend=broken) if n % 4 == 0 else PLAIN_CALL
+            sqlite_store.ledger.record_call(call("grouped", cost=10, request_id=f"r{n}"), settlement)
+        except RuntimeError:
             errors.append(n)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(16)]

@@ -180,7 +180,8 @@ def test_a_customer_id_in_a_header_is_the_same_customer_as_in_the_body(server, s
     stores.append(store)
     rows = sql_rows(
         store,
-        "SELECT customer_id, COUNT(*) FROM spend_logs WHERE customer_id = ? AND status = 'success' GROUP BY customer_id",
+        "SELECT customer_id, COUNT(*) FROM spend_logs WHERE customer_id = ? AND status = 'success' "
+        "GROUP BY customer_id",
         (customer,),
     )
     assert rows == [(customer, 2)]

@@ -78,8 +78,10 @@ class Dispatcher:
         poll_seconds: float = 1.0,
         max_backoff: float = 1800.0,
         retention_seconds: float = 7 * 86_400.0,
+        on_failure: Callable[[], None] | None = None,
     ):
         self.outbox, self.url, self.secret = store.outbox, url, secret
+        self.on_failure = on_failure  # told of every failed post (the metrics count them)
         self.clock, self.poll_seconds, self.max_backoff = clock, poll_seconds, max_backoff
         self.retention_seconds = retention_seconds
         self._next_purge = 0.0  # time.monotonic() of the next purge: the first round does one
@@ -221,6 +223,8 @@ class Dispatcher:
 
     def _failed(self, event: OutboxEvent, error: str) -> None:
         """Record a failed post: retried after a backoff, or dead once its retry window has passed."""
+        if self.on_failure is not None:
+            self.on_failure()
         now = self.clock()
         retry_at = now + backoff(event.attempts + 1, self.max_backoff, self._rng)
         if self.outbox.failed(event.event_id, error, retry_at) == "dead":
