@@ -1,16 +1,15 @@
-"""The dashboard's login session: a signed cookie, a CSRF token, and the app settings they need.
+"""The dashboard's login session: kept on the server, with a CSRF token, and the app settings they need.
 
-Why a signed cookie rather than a server-side record: every gunicorn worker (and every box of a
-deployment) holds the same master key, so a secret derived from it lets any of them check a
-session without a table, a migration or a shared memory. The cookie holds only a flag, the
-session's expiry and its CSRF token, signed (not encrypted) by Flask with that secret:
+A login opens a session in the database (`Admin.open_session`: every worker and every box of a
+deployment sees it) and gives the browser a random 256-bit token; the database keeps only the
+token's SHA-256, the session's own CSRF token, its expiry (8 hours) and the digest of the master
+key it was opened with. Logging out deletes the row, so a copy of the cookie taken before is
+worth nothing after; changing the master key ends every session.
 
-- it is HttpOnly, SameSite=Strict, limited to `/ui`, and Secure whenever the request came over
-  https (directly or through a proxy gunicorn trusts with `X-Forwarded-Proto`);
-- it expires 8 hours after login, checked on the server against the signed expiry;
-- changing the master key changes the secret, which ends every session at once;
-- logout clears the cookie; a copy taken before logout stays valid until its expiry, the price of
-  keeping no server-side record.
+The token travels in Flask's session cookie, signed with a secret derived from the master key
+(never the key itself). The cookie is HttpOnly, SameSite=Strict, limited to `/ui`, and Secure
+whenever the request came over https (directly or through a proxy gunicorn trusts with
+`X-Forwarded-Proto`). Before login the cookie carries only the login form's CSRF token.
 """
 
 from __future__ import annotations
@@ -20,10 +19,12 @@ import hmac
 import secrets
 from collections.abc import Callable
 
-from flask import Flask, request, session
+from flask import Flask, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 
+import gateway as gateway_state
 from errors import Forbidden
+from spend.store import DashboardSession
 
 SESSION_SECONDS = 8 * 3600
 CSRF_FIELD = "csrf_token"
@@ -73,7 +74,10 @@ def key_matches(given: str, master_key: str) -> bool:
 
 
 def csrf_token() -> str:
-    """This browser's CSRF token, made on first use (also before login, for the login form)."""
+    """The CSRF token of this browser's session; before login, the login form's, kept in the cookie."""
+    found = _current()
+    if found is not None:
+        return found.csrf_token
     token = session.get("csrf")
     if not token:
         token = session["csrf"] = secrets.token_urlsafe(32)
@@ -81,8 +85,8 @@ def csrf_token() -> str:
 
 
 def check_csrf() -> None:
-    """Every POST carries the session's token in a form field; 403 otherwise, before anything changes."""
-    expected = session.get("csrf")
+    """Every POST carries its session's token in a form field; 403 otherwise, before anything changes."""
+    expected = csrf_token() if (_current() is not None or session.get("csrf")) else None
     given = request.form.get(CSRF_FIELD, "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Forbidden(
@@ -93,16 +97,49 @@ def check_csrf() -> None:
 
 
 def log_in(now: float) -> None:
-    """Start a session: a fresh CSRF token (nothing from before login carries over) and its expiry."""
+    """Open a session on the server and hand the browser its token (nothing from before login carries over)."""
+    gw = gateway_state.current()
+    token = secrets.token_urlsafe(32)
+    opened = DashboardSession(_digest(token), secrets.token_urlsafe(32), _key_digest(gw.config.master_key),
+                              now + SESSION_SECONDS)  # fmt: skip
+    gw.store.admin.open_session(opened, now)
     session.clear()
-    session["csrf"] = secrets.token_urlsafe(32)
-    session["until"] = now + SESSION_SECONDS
+    session["sid"] = token
+    g.dashboard_session = opened
 
 
 def logged_in(now: float) -> bool:
-    until = session.get("until")
-    return isinstance(until, int | float) and now < until
+    return _current(now) is not None
 
 
 def log_out() -> None:
+    """End the session on the server (a copy of the cookie opens nothing after this) and in the browser."""
+    token = session.get("sid")
+    if isinstance(token, str):
+        gateway_state.current().store.admin.close_session(_digest(token))
     session.clear()
+    g.dashboard_session = None
+
+
+def _current(now: float | None = None) -> DashboardSession | None:
+    """This request's session, read from the store once per request: None when there is none, it
+    expired, was closed, or was opened with another master key."""
+    if "dashboard_session" in g:
+        return g.dashboard_session
+    gw = gateway_state.current()
+    token = session.get("sid")
+    found = None
+    if isinstance(token, str):
+        found = gw.store.admin.find_session(_digest(token), gw.clock() if now is None else now)
+        if found is not None and not hmac.compare_digest(found.key_hash, _key_digest(gw.config.master_key)):
+            found = None
+    g.dashboard_session = found
+    return found
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _key_digest(master_key: str) -> str:
+    return hashlib.sha256(master_key.encode()).hexdigest()

@@ -12,7 +12,17 @@ import uuid
 from datetime import UTC, datetime
 
 from spend import periods
-from spend.store import BUDGET_COLUMNS, Budget, Conflict, Cursor, Customer, Database, Missing, iso_timestamp
+from spend.store import (
+    BUDGET_COLUMNS,
+    Budget,
+    Conflict,
+    Cursor,
+    Customer,
+    DashboardSession,
+    Database,
+    Missing,
+    iso_timestamp,
+)
 
 _CUSTOMER_SELECT = (
     "SELECT c.user_id, COALESCE(a.spend_units, 0), a.period_end, c.blocked, c.alias, c.allowed_model_region, "
@@ -287,6 +297,31 @@ class SQLAdmin:
                     f"UPDATE budgets SET {column} = ?, updated_at = ? WHERE budget_id = ?",
                     (self._value(column, columns[column]), stamp, budget_id),
                 )
+
+    # -- the dashboard's sessions --------------------------------------------------------
+
+    def open_session(self, session: DashboardSession, now: float) -> None:
+        def write(tx: Cursor) -> None:
+            tx.execute("DELETE FROM dashboard_sessions WHERE expires_at <= ?", (now,))
+            tx.execute(
+                "INSERT INTO dashboard_sessions (token_hash, csrf_token, key_hash, expires_at) VALUES (?, ?, ?, ?)",
+                (session.token_hash, session.csrf_token, session.key_hash, session.expires_at),
+            )
+
+        self.db.write(write)
+
+    def find_session(self, token_hash: str, now: float) -> DashboardSession | None:
+        row = self.db.read(
+            lambda tx: tx.execute(
+                "SELECT token_hash, csrf_token, key_hash, expires_at FROM dashboard_sessions "
+                "WHERE token_hash = ? AND expires_at > ?",
+                (token_hash, now),
+            ).fetchone()
+        )
+        return None if row is None else DashboardSession(*row)
+
+    def close_session(self, token_hash: str) -> None:
+        self.db.write(lambda tx: tx.execute("DELETE FROM dashboard_sessions WHERE token_hash = ?", (token_hash,)))
 
 
 def _budget_exists(tx: Cursor, budget_id: str) -> bool:

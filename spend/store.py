@@ -374,8 +374,18 @@ class Ledger(Protocol):
         """Free a key this call took but will not use (the call was refused before any upstream)."""
 
 
+@dataclass(frozen=True)
+class DashboardSession:
+    """A login to the dashboard: found by the digest of the browser's token, never the token."""
+
+    token_hash: str
+    csrf_token: str
+    key_hash: str  # the master key's digest at login: another key ends the session
+    expires_at: float
+
+
 class Admin(Protocol):
-    """Customers and budget tiers."""
+    """Customers and budget tiers, and the dashboard's login sessions."""
 
     def get_customer(self, user_id: str) -> Customer | None:
         """The customer with its own budget, or None."""
@@ -407,6 +417,15 @@ class Admin(Protocol):
 
     def delete_budget(self, budget_id: str) -> Budget:
         """Delete a tier; its customers are unlinked. Missing when absent."""
+
+    def open_session(self, session: DashboardSession, now: float) -> None:
+        """Keep a new dashboard session (and forget those expired by `now`)."""
+
+    def find_session(self, token_hash: str, now: float) -> DashboardSession | None:
+        """The session with this token digest, None when unknown or expired."""
+
+    def close_session(self, token_hash: str) -> None:
+        """End a session (logout); nothing when it is unknown."""
 
 
 class Outbox(Protocol):

@@ -97,7 +97,8 @@ class NotEmpty(Exception):
 
 def copy_sqlite_to_postgres(source_path: str, target_url: str, report: Callable[[str], None]) -> dict[str, int]:
     """Copy every table of the SQLite file at `source_path` into the PostgreSQL `target_url`; the
-    rows copied per table. Raises NotEmpty when the target has customers, budgets or calls."""
+    rows copied per table. Raises NotEmpty when the target has customers, budgets or calls.
+    Dashboard sessions are not copied: an operator logs in again after the move."""
     source = SQLiteDatabase(source_path)
     target = PostgresDatabase(target_url, size=1)
     try:

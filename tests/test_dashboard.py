@@ -16,7 +16,7 @@ from config import load_config
 from providers.base import Usage
 from spend.money import to_units
 from spend.store import CallRecord, Customer
-from tests.helpers import AUTH, MASTER_KEY, assert_openai_error, write_config
+from tests.helpers import AUTH, MASTER_KEY, assert_openai_error, sql_rows, write_config
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC).timestamp()
 DAY = 86_400
@@ -134,6 +134,25 @@ def test_logout_ends_the_session(client):
     response = client.post("/ui/logout", data={"csrf_token": csrf})
     assert response.status_code == 302 and response.headers["Location"].endswith("/ui/login")
     assert client.get("/ui/customers").status_code == 302
+
+
+def test_a_cookie_copied_before_logout_opens_nothing_after_it(app, client):
+    csrf = log_in(client)
+    cookie = client.get_cookie("tollgate_ui", path="/ui")
+    other = app.test_client()  # another browser holding a copy of the cookie
+    other.set_cookie(cookie.key, cookie.value, path="/ui")
+    assert other.get("/ui/customers").status_code == 200
+    client.post("/ui/logout", data={"csrf_token": csrf})
+    assert other.get("/ui/customers").status_code == 302
+
+
+def test_the_session_lives_on_the_server_and_not_in_the_cookie(client, store):
+    log_in(client)
+    cookie = client.get_cookie("tollgate_ui", path="/ui").value
+    [(count,)] = sql_rows(store, "SELECT COUNT(*) FROM dashboard_sessions")
+    assert count == 1
+    [(token_hash,)] = sql_rows(store, "SELECT token_hash FROM dashboard_sessions")
+    assert token_hash not in cookie  # only the digest of the browser's token is stored
 
 
 def test_a_session_ends_eight_hours_after_login(client, clock):
