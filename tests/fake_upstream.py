@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,35 @@ class Behaviour:
     chunk_delay_ms: int = 0
     hold_after_first: threading.Event | None = None  # a stream waits for this after its first chunk
     cut_after: int | None = None  # a stream drops the connection after this many chunks
+    faults: Faults | None = None  # faults drawn per call (the chaos bench); None: every call as above
+
+
+@dataclass
+class Faults:
+    """Faults drawn at random per completion, so one upstream serves good and bad calls mixed (all
+    off by default): `error_rate` of the calls answer one of `error_statuses`; `cut_rate` are cut
+    mid-answer (a plain answer after its headers and half its body, a stream after a random
+    number of its events); `slow_rate` wait a further `slow_ms` (a random span) first."""
+
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = (500, 429)
+    cut_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: tuple[int, int] = (500, 2000)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def draw(self, events: int) -> tuple[int, int | None, float]:
+        """(status to answer, events to send before cutting or None, extra delay in seconds) for one call."""
+        roll = self.random.random()
+        delay = self.random.uniform(*self.slow_ms) / 1000 if self.random.random() < self.slow_rate else 0.0
+        if roll < self.error_rate:
+            return self.random.choice(self.error_statuses), None, delay
+        if roll < self.error_rate + self.cut_rate:
+            return 200, self.random.randrange(events), delay
+        return 200, None, delay
 
 
 class FakeUpstream:
@@ -101,13 +131,14 @@ class FakeUpstream:
                     if not await self._stream(writer, json.loads(body)):
                         return
                     continue
-                status, payload = await self._respond(method, path, body)
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                    + payload
+                status, payload, cut = await self._respond(method, path, body)
+                head = (
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
                 )
+                writer.write(head.encode() + (payload[: len(payload) // 2] if cut else payload))
                 await writer.drain()
+                if cut:
+                    return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
             pass
         finally:
@@ -116,17 +147,20 @@ class FakeUpstream:
     async def _stream(self, writer: asyncio.StreamWriter, request: dict) -> bool:
         """An SSE answer in HTTP chunks, paced by the behaviour; False when it cut the connection."""
         behaviour = self.behaviour
-        if behaviour.delay_ms:
-            await asyncio.sleep(behaviour.delay_ms / 1000)
+        events = _stream_events(request, behaviour)
+        status, cut_after, delay = self._fault(len(events))
+        cut_after = behaviour.cut_after if cut_after is None else cut_after
+        if behaviour.delay_ms or delay:
+            await asyncio.sleep(behaviour.delay_ms / 1000 + delay)
         self.calls += 1
-        if behaviour.status != 200:
+        if status != 200:
             error = json.dumps({"error": {"message": "fake upstream failure", "type": "server_error"}}).encode()
-            writer.write(f"HTTP/1.1 {behaviour.status} X\r\nContent-Length: {len(error)}\r\n\r\n".encode() + error)
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(error)}\r\n\r\n".encode() + error)
             await writer.drain()
             return True
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for index, event in enumerate(_stream_events(request, behaviour)):
-            if behaviour.cut_after is not None and index >= behaviour.cut_after:
+        for index, event in enumerate(events):
+            if cut_after is not None and index >= cut_after:
                 writer.close()
                 return False
             await _send_chunk(writer, event)
@@ -137,18 +171,26 @@ class FakeUpstream:
         await _send_chunk(writer, b"")
         return True
 
-    async def _respond(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    def _fault(self, events: int) -> tuple[int, int | None, float]:
+        """This call's (status, events before a cut or None, extra delay): drawn when faults are on."""
+        if self.behaviour.faults is None:
+            return self.behaviour.status, None, 0.0
+        return self.behaviour.faults.draw(events)
+
+    async def _respond(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bool]:
+        """(status, body, whether to cut the answer after half its body)."""
         if method == "GET" and path == "/stats":
-            return 200, json.dumps({"calls": self.calls}).encode()
+            return 200, json.dumps({"calls": self.calls}).encode(), False
         behaviour = self.behaviour
-        if behaviour.delay_ms:
-            await asyncio.sleep(behaviour.delay_ms / 1000)
+        status, cut_after, delay = self._fault(1)
+        if behaviour.delay_ms or delay:
+            await asyncio.sleep(behaviour.delay_ms / 1000 + delay)
         self.calls += 1
-        if behaviour.status != 200:
+        if status != 200:
             error = {"error": {"message": "fake upstream failure", "type": "server_error"}}
-            return behaviour.status, json.dumps(error).encode()
+            return status, json.dumps(error).encode(), False
         request = json.loads(body or b"{}")
-        return 200, json.dumps(_answer(path, request, behaviour)).encode()
+        return 200, json.dumps(_answer(path, request, behaviour)).encode(), cut_after is not None
 
 
 async def _send_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -214,8 +256,16 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=5, help="content chunks of a streamed answer")
     parser.add_argument("--chunk-delay-ms", type=int, default=0, help="pause between streamed chunks")
     parser.add_argument("--seconds", type=float, default=600, help="stop by itself after this long")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 500 or 429")
+    parser.add_argument("--cut-rate", type=float, default=0.0, help="share of answers cut mid-answer")
+    parser.add_argument("--slow-rate", type=float, default=0.0, help="share of calls delayed 0.5-2 s more")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the faults drawn")
     args = parser.parse_args()
     behaviour = {"delay_ms": args.delay_ms, "chunks": args.chunks, "chunk_delay_ms": args.chunk_delay_ms}
+    if args.error_rate or args.cut_rate or args.slow_rate:
+        behaviour["faults"] = Faults(
+            error_rate=args.error_rate, cut_rate=args.cut_rate, slow_rate=args.slow_rate, seed=args.seed
+        )
     with FakeUpstream(port=args.port, **behaviour) as upstream:
         print(f"fake upstream on {upstream.url}", flush=True)
         time.sleep(args.seconds)
