@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 
 from providers.http import TransportError, Upstreams
-from spend.store import OutboxEvent, Store
+from spend.store import OutboxEvent, Store, StoreUnavailable
 from thread_names import DELIVERY, name_this_thread
 
 log = logging.getLogger("tollgate.webhooks")
@@ -143,6 +143,9 @@ class Dispatcher:
             serving = self.serving()
             try:
                 delivered = self.deliver_due(HANDOFF_SECONDS if serving else 0.0)
+            except StoreUnavailable as exc:  # a known outage: one line, as the calls log it
+                log.error("webhook dispatcher: outbox unavailable (%s); retrying", exc)
+                delivered = 0
             except Exception:
                 log.exception("webhook dispatcher: outbox unavailable; retrying")
                 delivered = 0
