@@ -32,7 +32,7 @@ from spend import migrations
 from spend.engines import open_store
 from spend.pricing import pricer_for
 from spend.retention import Retention
-from spend.store import SpendLogFilter, Store
+from spend.store import SpendLogFilter, Store, StoreUnavailable, holder_of
 from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("tollgate")
@@ -181,6 +181,22 @@ def stop_background_work(app: Flask) -> None:
     if gateway.dispatcher is not None:
         gateway.dispatcher.stop()
     gateway.store.engine.stop_background()
+
+
+def release_dead_worker(app: Flask, pid: int) -> None:
+    """In the master, when a worker has exited: give back the budget reservations its calls held.
+    A worker killed mid-call (OOM, SIGKILL) would otherwise hold them until they expire (the
+    upstream timeout plus a minute), refusing its customers as if the money were spent."""
+    store = app.extensions["tollgate"].store
+    try:
+        released = store.ledger.release_held_by(holder_of(pid))
+    except StoreUnavailable as exc:
+        log.error("reservations of worker %d not released (%s); they expire by themselves", pid, exc)
+        return
+    finally:
+        store.engine.close()  # the master keeps no connection open across its next fork
+    if released:
+        log.warning("worker %d exited holding %d budget reservations; released", pid, released)
 
 
 # Answered while draining: the orchestrator's probes (liveness says the process is fine; readiness says it is going).

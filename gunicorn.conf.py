@@ -186,7 +186,12 @@ def worker_exit(server, worker):
 
 def child_exit(server, worker):
     """A worker is gone (stopped, replaced or killed): prometheus_client's bookkeeping for a dead
-    process. Its counters stay in the sums /metrics reports."""
+    process (its counters stay in the sums /metrics reports), and the budget reservations of the
+    calls it held are given back."""
     from prometheus_client import multiprocess
 
+    from app import release_dead_worker
+
     multiprocess.mark_process_dead(worker.pid)
+    if server.app.callable is not None:
+        release_dead_worker(server.app.callable, worker.pid)

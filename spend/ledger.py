@@ -9,6 +9,7 @@ still one conditional UPDATE that refuses to pass the limit.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,10 +33,13 @@ from spend.store import (
     Settlement,
     SpendLogFilter,
     SpendLogRow,
+    holder_of,
     iso_timestamp,
 )
 
 IDEMPOTENCY_SECONDS = 24 * 3600.0
+
+
 _LOG_COLUMNS = (
     "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
     "cached_tokens, cache_creation_tokens, reasoning_tokens, cost_units, priced, estimated, status, error, "
@@ -186,9 +190,17 @@ class SQLLedger:
         if cursor.rowcount != 1:
             raise RuntimeError(f"reservation for {request.customer_id!r} would pass its budget")
         inserted = tx.execute(
-            "INSERT INTO reservations (request_id, user_id, scope, units, expires_at, capped) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, scope) DO NOTHING",
-            (request.request_id, request.customer_id, limit.scope, self.db.units(units), request.expires_at, capped),
+            "INSERT INTO reservations (request_id, user_id, scope, units, expires_at, capped, holder) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, scope) DO NOTHING",
+            (
+                request.request_id,
+                request.customer_id,
+                limit.scope,
+                self.db.units(units),
+                request.expires_at,
+                capped,
+                holder_of(os.getpid()),
+            ),  # fmt: skip
         )
         if inserted.rowcount != 1:
             raise Conflict(request.request_id)  # a call in flight has this id (a client's x-request-id)
@@ -226,6 +238,23 @@ class SQLLedger:
             )
         self._insert_spend_log(tx, record)
         activity.roll_up(tx, self.db, record)  # last: a shared day row stays locked only until the commit
+
+    def release_held_by(self, holder: str) -> int:
+        """Give back every reservation a worker process that is gone held (`holder_of` its pid):
+        its calls died with it. The number of reservations released."""
+
+        def write(tx: Cursor) -> int:
+            rows = tx.execute(
+                "DELETE FROM reservations WHERE holder = ? RETURNING user_id, scope, units", (holder,)
+            ).fetchall()
+            held: dict[str, list[tuple[str, int]]] = {}
+            for user_id, scope, units in rows:
+                held.setdefault(user_id, []).append((scope, int(units)))
+            for user_id in sorted(held):  # one order, so two releases never wait on each other
+                self._unreserve(tx, user_id, held[user_id])
+            return len(rows)
+
+        return self.db.write(write)
 
     def _release(self, tx: Cursor, request_id: str) -> tuple[str | None, dict[str, int]]:
         """Delete a call's reservations: whose they were, and the units they held by scope."""
@@ -280,32 +309,35 @@ class SQLLedger:
 
     def _try_spend_log(self, tx: Cursor, record: CallRecord, request_id: str) -> bool:
         usage = record.usage
-        return 1 == tx.execute(
-            f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 20)}) "
-            "ON CONFLICT (request_id) DO NOTHING",
-            (
-                request_id,
-                record.customer_id,
-                record.model_group,
-                record.provider_model,
-                record.deployment_id,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-                usage.cache_creation_tokens,
-                usage.reasoning_tokens,
-                self.db.units(record.cost_units),
-                record.priced,
-                record.estimated,
-                record.status,
-                record.error,
-                record.latency_ms,
-                iso_timestamp(record.started_at),
-                iso_timestamp(record.ended_at),
-                record.attempts,
-                record.response_id,
-            ),
-        ).rowcount
+        return (
+            1
+            == tx.execute(
+                f"INSERT INTO spend_logs ({_LOG_COLUMNS}) VALUES ({', '.join('?' * 20)}) "
+                "ON CONFLICT (request_id) DO NOTHING",
+                (
+                    request_id,
+                    record.customer_id,
+                    record.model_group,
+                    record.provider_model,
+                    record.deployment_id,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                    usage.cache_creation_tokens,
+                    usage.reasoning_tokens,
+                    self.db.units(record.cost_units),
+                    record.priced,
+                    record.estimated,
+                    record.status,
+                    record.error,
+                    record.latency_ms,
+                    iso_timestamp(record.started_at),
+                    iso_timestamp(record.ended_at),
+                    record.attempts,
+                    record.response_id,
+                ),
+            ).rowcount
+        )
 
     # -- idempotency ---------------------------------------------------------------------
 

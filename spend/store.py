@@ -20,6 +20,7 @@ Nothing outside `spend/` imports an engine: `spend.engines.open_store` picks it 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,11 @@ from typing import Protocol
 
 from providers.base import Usage
 from spend.budgets import Estimate, Limit, OverBudget, OverRate, Plan, RateLimits
+
+
+def holder_of(pid: int) -> str:
+    """Who holds a budget reservation: the worker process, by host and pid (unique among live ones)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def iso_timestamp(epoch_seconds: float) -> str:
@@ -326,6 +332,9 @@ class Ledger(Protocol):
 
     def admit(self, request: AdmissionRequest) -> Plan | OverBudget | OverRate:
         """Create the customer if unseen, then reserve or refuse, all under the customer's lock."""
+
+    def release_held_by(self, holder: str) -> int:
+        """Give back the reservations of a worker process that died (`ledger.holder_of(pid)`)."""
 
     def record_call(self, record: CallRecord, settlement: Settlement = PLAIN_CALL) -> None:
         """Release the call's reservation, charge its cost, write its spend-log row and events, together."""

@@ -31,6 +31,7 @@ from spend.store import (
     Replay,
     Settlement,
     SpendLogFilter,
+    holder_of,
 )
 from tests.helpers import sql_rows
 
@@ -153,6 +154,17 @@ def test_a_second_admission_under_the_id_of_a_call_in_flight_is_a_conflict_and_r
         contract_store.ledger.admit(admission(call("in-flight", request_id="client-id"), 1_000, estimate))
     assert accounts(contract_store, "in-flight") == [(0, 10)]
     assert reservations(contract_store) == 1
+
+
+def test_the_reservations_of_a_dead_worker_are_given_back(contract_store):
+    ledger = contract_store.ledger
+    for _ in range(2):
+        assert ledger.admit(admission(call("orphan"), 1_000, Estimate(10, 0, 1))) == Plan({"": 10})
+    assert ledger.release_held_by(holder_of(os.getpid() + 1)) == 0  # another process's: none
+    assert accounts(contract_store, "orphan") == [(0, 20)]
+    assert ledger.release_held_by(holder_of(os.getpid())) == 2
+    assert accounts(contract_store, "orphan") == [(0, 0)]
+    assert reservations(contract_store) == 0
 
 
 def test_migrate_is_idempotent(contract_store, engine):
