@@ -46,13 +46,20 @@ def _with_budget(client, user="capped"):
     assert response.status_code == 200, response.get_json()
 
 
-def test_a_sqlite_file_moved_away_refuses_calls_before_the_upstream_and_resumes_when_it_is_back(sqlite_app, upstream):
-    app, path = sqlite_app
+def _one_call_served(app, upstream):
+    """A client of `app` whose customer `capped` (with a budget) had one call served; the upstream
+    answers one more."""
     client = app.test_client()
     upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
     upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
     _with_budget(client)
     assert _chat(client, "capped").status_code == 200
+    return client
+
+
+def test_a_sqlite_file_moved_away_refuses_calls_before_the_upstream_and_resumes_when_it_is_back(sqlite_app, upstream):
+    app, path = sqlite_app
+    client = _one_call_served(app, upstream)
     assert client.get("/health/readiness").status_code == 200
 
     os.rename(path, f"{path}.moved")
@@ -197,11 +204,7 @@ def test_a_server_on_a_read_only_sqlite_database_stops_with_one_line(tmp_path, i
 
 def test_a_sqlite_database_made_read_only_while_serving_refuses_calls_and_resumes(sqlite_app, upstream, immutable):
     app, path = sqlite_app
-    client = app.test_client()
-    upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
-    upstream.post(f"{UPSTREAM}/chat/completions", json=openai_reply())
-    _with_budget(client)
-    assert _chat(client, "capped").status_code == 200
+    client = _one_call_served(app, upstream)
     # The database and its WAL become unwritable; the shared-memory index stays as it is (it is
     # mapped into memory, and no filesystem turns read-only under a mapping being written).
     files = [file for file in (path, path.with_name(f"{path.name}-wal")) if file.exists()]
