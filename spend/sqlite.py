@@ -8,10 +8,15 @@
   which hand over at once, where SQLite's busy handler sleeps in steps of up to 100 ms and turned
   bursts into slow tails. Calls' writes go further: while one thread commits, the writes queued
   behind it are run together by the next, each in its own savepoint, with one commit (group
-  commit, `_group_write`); a thread whose write was run that way returns once it has the thread
-  lock, without taking the lock file and so without waiting behind the other workers' turns.
-- Connections are per thread and per process, opened on first use: nothing opened before
-  gunicorn forks is ever used after it.
+  commit, `_group_write`). Only the thread that runs a group takes the turn; the others wait each
+  on its own event and are woken together when their group committed. (Passing the thread lock
+  from waiter to waiter, each taking the GIL in turn, made 10,000 calls held at once queue for
+  tens of seconds behind their own already committed writes.)
+- Connections are per process, opened on first use (nothing opened before gunicorn forks is ever
+  used after it), and pooled: a read or a write borrows one for its statements and gives it back,
+  so a worker holding thousands of calls keeps at most POOL_SIZE connections, each with its page
+  cache (a connection per thread cost about half a MiB per call held: docs/performance.md). A
+  thread that borrows again while holding one (a read inside a transaction) gets the same one.
 - Money columns hold decimal text (SQLite's INTEGER stops at 2**63 pico-dollars, $9.2 M); each
   connection defines `units_add`, `units_le` and `units_sum`, which compute on them exactly.
 - The WAL is copied back into the database (a checkpoint, with its fsyncs) by a background
@@ -36,13 +41,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from spend import migrations
@@ -60,6 +66,9 @@ AUTOCHECKPOINT_PAGES = 10000  # the fallback: ~40 MB of WAL
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept between bursts
 FILE_CHECK_SECONDS = 1.0  # how stale the calls' view of the file's health may be
 MIN_FREE_BYTES = 1024 * 1024  # less free space than this on the database's filesystem: full
+# Connections per process. Statements take microseconds and the writers take turns, so a few serve
+# thousands of calls; more would only add page caches.
+POOL_SIZE = 8
 
 
 def sqlite_path(database_url: str) -> str:
@@ -118,6 +127,20 @@ class _Pending:
     result: Any = None
     error: BaseException | None = None
     done: bool = False
+    woken: threading.Event = field(default_factory=threading.Event)  # done, or this thread runs the next group
+
+
+class _Queue(NamedTuple):
+    """One process's writes waiting for a group commit, and whether a thread is running them."""
+
+    pid: int
+    items: list[_Pending]
+    lock: threading.Lock
+    leading: threading.Event  # set while a thread runs (or is about to run) the queued writes
+
+
+def _new_queue() -> _Queue:
+    return _Queue(os.getpid(), [], threading.Lock(), threading.Event())
 
 
 class SQLiteDatabase:
@@ -129,21 +152,63 @@ class SQLiteDatabase:
 
     def __init__(self, path: str):
         self.path = path
-        self._local = threading.local()
+        self._local = threading.local()  # `held`: (pid, the connection this thread borrowed)
         self._lock = threading.Lock()
         self._connections: list[tuple[int, sqlite3.Connection]] = []  # (pid that opened it, connection)
+        self._idle: tuple[int, queue.LifoQueue, threading.BoundedSemaphore] | None = None  # per process
         self._writers: WriterTurn | None = None
-        self._pending: tuple[int, list[_Pending], threading.Lock] = (os.getpid(), [], threading.Lock())
+        self._pending = _new_queue()
         self._upkeep: tuple[int, threading.Thread, threading.Event] | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file first opened
         self._file_checked: tuple[float, str | None] = (0.0, None)  # (time.monotonic(), problem)
 
     # -- connections ---------------------------------------------------------------------
 
+    @contextmanager
+    def _borrowed(self) -> Iterator[sqlite3.Connection]:
+        """A connection of this process's pool for the `with` block; the one this thread already
+        holds when it borrows again. Waits for one while POOL_SIZE are lent out."""
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid():
+            yield held[1]
+            return
+        idle, slots = self._pool()
+        if not slots.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise StoreUnavailable(f"SQLite database {self.path}: no connection free within {BUSY_TIMEOUT_SECONDS:g}s")
+        try:
+            try:
+                connection = idle.get_nowait()
+            except queue.Empty:  # fewer than POOL_SIZE opened so far
+                connection = self._open()
+            self._local.held = (os.getpid(), connection)
+            try:
+                yield connection
+            finally:
+                self._local.held = None
+                if connection.in_transaction:  # an op that left one open must not lend it on
+                    connection.execute("ROLLBACK")
+                idle.put(connection)
+        finally:
+            slots.release()
+
+    def _pool(self) -> tuple[queue.LifoQueue, threading.BoundedSemaphore]:
+        """This process's idle connections (last returned first: its page cache is warm) and its
+        POOL_SIZE lending slots."""
+        pool = self._idle
+        if pool is None or pool[0] != os.getpid():
+            with self._lock:
+                if self._idle is None or self._idle[0] != os.getpid():
+                    self._idle = (os.getpid(), queue.LifoQueue(), threading.BoundedSemaphore(POOL_SIZE))
+                pool = self._idle
+        return pool[1], pool[2]
+
     def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
+        """The connection this thread's next statement runs on when no other thread borrows first
+        (tests: a trace callback on it)."""
+        with self._borrowed() as connection:
             return connection
+
+    def _open(self) -> sqlite3.Connection:
         # Once a file was opened, a connection never creates one: a deleted database stays missing.
         target, uri = (self.path, False) if self._identity is None else (_must_exist(self.path), True)
         connection = sqlite3.connect(
@@ -157,7 +222,6 @@ class SQLiteDatabase:
         define_money_functions(connection)
         if self._identity is None:
             self._identity = _identity(self.path)
-        self._local.connection, self._local.pid = connection, os.getpid()
         with self._lock:
             self._connections.append((os.getpid(), connection))
         return connection
@@ -165,7 +229,8 @@ class SQLiteDatabase:
     def read(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
         self._refuse_if_unfit()  # a call reads its customer before the upstream: refused there, nothing is paid
         try:
-            return op(self._connection())
+            with self._borrowed() as connection:
+                return op(connection)
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from exc
 
@@ -218,8 +283,7 @@ class SQLiteDatabase:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the lock from its first statement (schema changes, tests)."""
-        connection = self._connection()
-        with self._writer_lock():
+        with self._writer_lock(), self._borrowed() as connection:  # the turn first, as a group commit takes them
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
@@ -237,35 +301,56 @@ class SQLiteDatabase:
         under load, calls that would each wait for the lock share one commit instead.
         """
         item = _Pending(op)
-        pid, queue, queue_lock = self._pending
-        if pid != os.getpid():
-            self._pending = pid, queue, queue_lock = (os.getpid(), [], threading.Lock())
-        with queue_lock:
-            queue.append(item)
-        turn = self._writer_lock()
-        with turn.threads:
-            # The thread that had the turn before may have run this write with its own: then it
-            # is committed, and there is no need to wait for the other processes' turns too.
-            if not item.done:
-                try:
-                    turn.lock_file()
-                except BaseException:
-                    with queue_lock:  # withdrawn: a write reported failed must not run later in another's group
-                        queue[:] = [queued for queued in queue if queued is not item]
-                    raise
-                try:
-                    with queue_lock:
-                        batch = queue[:]
-                        queue.clear()
-                    self._run_batch(batch)
-                finally:
-                    turn.unlock_file()
+        writes = self._pending
+        if writes.pid != os.getpid():
+            with self._lock:
+                if self._pending.pid != os.getpid():
+                    self._pending = _new_queue()
+                writes = self._pending
+        with writes.lock:
+            writes.items.append(item)
+            leads = not writes.leading.is_set()
+            writes.leading.set()
+        if not leads:
+            item.woken.wait()  # its group committed, or the thread before hands this one the lead
+        if not item.done:
+            self._lead(writes, item)
         if item.error is not None:
             raise item.error
         return item.result
 
+    def _lead(self, writes: _Queue, item: _Pending) -> None:
+        """Take the turn, run every queued write (`item` among them) as one group, wake them, and
+        hand the lead to the first write queued meanwhile."""
+        batch: list[_Pending] = []
+        try:
+            with self._writer_lock():
+                with writes.lock:
+                    batch = writes.items[:]
+                    writes.items.clear()
+                self._run_batch(batch)
+        except BaseException as exc:
+            for queued in batch:
+                queued.error, queued.done = queued.error or exc, True
+            if not batch:  # the turn was not taken: withdrawn, a write reported failed must not run later
+                with writes.lock:
+                    writes.items[:] = [queued for queued in writes.items if queued is not item]
+            raise
+        finally:
+            for queued in batch:
+                queued.woken.set()
+            with writes.lock:
+                if writes.items:
+                    writes.items[0].woken.set()
+                else:
+                    writes.leading.clear()
+
     def _run_batch(self, batch: list[_Pending]) -> None:
-        connection = self._connection()
+        with self._borrowed() as connection:
+            self._run_batch_on(connection, batch)
+
+    @staticmethod
+    def _run_batch_on(connection: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:  # alone: the transaction itself is the savepoint
@@ -313,6 +398,7 @@ class SQLiteDatabase:
             except sqlite3.ProgrammingError:
                 pass  # created by another thread that is still using it; it closes on exit
         self._local = threading.local()
+        self._idle = None
 
     def start_background(self) -> None:
         if self._upkeep is not None and self._upkeep[0] == os.getpid() and self._upkeep[1].is_alive():
@@ -333,7 +419,8 @@ class SQLiteDatabase:
 
         Returns SQLite's (busy, WAL frames, frames checkpointed).
         """
-        return self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._borrowed() as connection:
+            return connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def truncate_idle_wal(self, busy: int, frames: int, copied: int) -> bool:
         """After a checkpoint that copied every frame (nothing written meanwhile), cut a WAL
@@ -346,8 +433,7 @@ class SQLiteDatabase:
                 return False
         except OSError:
             return False
-        connection = self._connection()
-        with self._writer_lock():
+        with self._writer_lock(), self._borrowed() as connection:  # the turn first, as a group commit takes them
             connection.execute("PRAGMA busy_timeout = 0")
             try:
                 (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -387,8 +473,8 @@ class SQLiteDatabase:
             raise self._unavailable(exc) from exc
 
     def _migrate(self, report: Callable[[str], None] | None) -> list[str]:
-        connection = self._connection()
-        self._enable_wal(connection)
+        with self._borrowed() as connection:
+            self._enable_wal(connection)
         with self.transaction() as connection:
             connection.execute(migrations.TABLE)
             todo = migrations.pending_ones(connection, migrations.load("sqlite"))
