@@ -1,20 +1,24 @@
 """Gunicorn settings for Tollgate; the Procfile's `web:` line loads this file.
 
-Worker model: gthread. An LLM call holds its request for seconds to minutes while the upstream
-thinks, and a sync worker would serve one such call per process. gthread gives each worker a
-pool of OS threads: a waiting call costs one idle thread (the GIL is released while it waits on
-the socket and while SQLite works), so 2 workers x 512 threads hold 1,024 calls in flight on a
-2-core box (memory per call held: docs/performance.md). Threads are started as calls need
-them, so an idle worker stays small. The worker's main loop reports to
-the arbiter every second whatever its threads are doing, so `timeout` never kills a long call.
-gevent would hold more connections per worker, but it would stall every call in a worker
-whenever SQLite waits for its write lock.
+Worker model: gevent, chosen by measurement (docs/performance.md, "10,000 calls held at once").
+An LLM call holds its request for seconds to minutes while the upstream thinks. Under gevent each
+call is a greenlet of a few KiB: 2 workers hold 10,000 calls at once, all answered, where 2 x 512
+threads answered three in four and the rest of the connections overflowed the listen queue, and
+2 x 6,000 threads lost their time in lock convoys under the GIL. The app stays synchronous Flask
+code: gevent's monkey-patching, done at the top of this file before the app is loaded (so its
+locks, thread-locals and sockets are gevent's from the start), makes sockets, locks, sleeps and
+psycopg's waits cooperative. SQLite's statements run on the worker's one OS thread; they take
+microseconds, and a worker waits in `flock` while the other commits (2% of a worker's time at
+10,000 calls). A slow client costs a greenlet, not a thread: request headers are due within
+REQUEST_HEADER_TIMEOUT seconds of their first byte (408 after that), the body within
+REQUEST_BODY_TIMEOUT (workers.py, routes/__init__.py). TOLLGATE_WORKER=gthread runs OS threads
+instead (GUNICORN_THREADS per worker, 512 by default), with the same deadlines.
 
 The app is preloaded: config errors, a database that cannot be reached and migrations left to
 the release phase stop the master with one line before it binds the port or starts a worker;
 pending migrations are applied (each step printed, with progress on long ones) before it binds.
 Workers share the loaded code and pricing data copy-on-write. No database connection is open at
-fork time: connections (SQLite's per thread, PostgreSQL's pool per worker) open after it.
+fork time: connections (SQLite's pool and PostgreSQL's, per worker) open after it.
 
 Reload: `kill -HUP <master>` makes gunicorn read this file again and start new workers. Tollgate
 then reads config.yaml again (`on_reload`) and the new workers serve it; the old ones finish their
@@ -29,8 +33,10 @@ Metrics: every worker writes its metric values to files in one directory, PROMET
 (a new temporary one unless set), which /metrics adds up; a worker that exits leaves its counts
 there (`child_exit`). See metrics.py and docs/metrics.md.
 
-Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
-(threads per worker, default 512), PROMETHEUS_MULTIPROC_DIR.
+Environment: PORT (default 4000), WEB_CONCURRENCY (workers, default 2), TOLLGATE_WORKER (gevent
+or gthread), WORKER_CONNECTIONS (gevent: calls per worker, default 10,000), GUNICORN_THREADS
+(gthread: threads per worker, default 512), GUNICORN_BACKLOG (default 4096),
+PROMETHEUS_MULTIPROC_DIR.
 """
 
 import atexit
@@ -43,6 +49,18 @@ import tempfile
 # may a bad config stop the process; the first reading imports `app`, so finding it imported
 # means this reading is a reload.
 RELOADING = "app" in sys.modules
+# The worker model: gevent by default (below); TOLLGATE_WORKER=gthread for OS threads.
+WORKER_MODEL = os.environ.get("TOLLGATE_WORKER", "gevent").strip().lower()
+if WORKER_MODEL not in ("gevent", "gthread"):
+    sys.stderr.write(f"tollgate: TOLLGATE_WORKER must be gevent or gthread, got {WORKER_MODEL!r}\n")
+    sys.exit(1)
+if WORKER_MODEL == "gevent":
+    # Before anything else is imported: the app is loaded here, in the master, and its locks,
+    # thread-locals and sockets must be gevent's from the start (patching again in the worker,
+    # as gunicorn does, changes nothing more).
+    from gevent import monkey
+
+    monkey.patch_all()
 
 
 def _metrics_directory() -> None:
@@ -120,12 +138,20 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
 # Two workers on two cores: more workers than cores added a little throughput and much more to
 # the p99, and memory each (docs/performance.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread with a deadline on request headers and gunicorn's refusals in the OpenAI envelope (workers.py).
-worker_class = "workers.Worker"
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))
-# Accept little more than the threads can serve, so a burst spreads over the workers instead of
-# queueing inside one; the margin holds idle keep-alive connections.
-worker_connections = threads + 64
+if WORKER_MODEL == "gevent":
+    from workers import gevent_worker  # noqa: E402
+
+    worker_class = gevent_worker()
+    worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+else:
+    # gthread with a deadline on request headers and gunicorn's refusals in the OpenAI envelope (workers.py).
+    worker_class = "workers.Worker"
+    # Accept little more than the threads can serve, so a burst spreads over the workers instead of
+    # queueing inside one; the margin holds idle keep-alive connections.
+    worker_connections = threads + 64
+# Connections the kernel queues for the workers to accept (Linux caps it at net.core.somaxconn).
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "4096"))
 preload_app = True
 timeout = 60
 graceful_timeout = 120

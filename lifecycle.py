@@ -59,21 +59,26 @@ class Lifecycle:
 
         Being replaced, the worker stops at once as gunicorn stops it (`stop`, gunicorn's own
         handler). The server stopping, it drains: 503 to every new request, and `stop` once no
-        request is in flight any more, or after `grace_seconds`.
+        request is in flight any more, or after `grace_seconds`. The handler only sets flags: the
+        wait runs in a thread started here, since a signal handler must not block (under gevent it
+        runs in the event loop itself).
         """
+        stopping = threading.Event()
 
         def on_sigterm(signum: int, frame: object) -> None:
             if self.replaced:
                 stop(signum, frame)
             elif not self.draining:
                 self.begin_drain()
-                threading.Thread(target=finish, name=DRAIN, daemon=True).start()
+                stopping.set()
 
         def finish() -> None:
             name_this_thread(DRAIN)
+            stopping.wait()
             self.wait_idle(grace_seconds)
             stop(signal.SIGTERM, None)
 
+        threading.Thread(target=finish, name=DRAIN, daemon=True).start()
         signal.signal(signal.SIGTERM, on_sigterm)
 
     @property

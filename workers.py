@@ -1,24 +1,28 @@
-"""Tollgate's gunicorn worker: gunicorn's gthread worker plus what only the server can do.
+"""Tollgate's gunicorn workers: gunicorn's gevent worker (the default, `gevent_worker()`) and its
+gthread worker (`Worker`, with TOLLGATE_WORKER=gthread), each plus what only the server can do.
 
-Slow request headers. gthread reads a request's line and headers in a pool thread, from a
-blocking socket without a deadline once the first byte has come: 1,300 clients that send half a
-request would hold every thread of the box. Here a watch thread per worker answers 408 (in the
-OpenAI envelope) and closes each connection that has not sent its whole request line and headers
-within `REQUEST_HEADER_TIMEOUT` seconds (default 10) of a pool thread taking it up; the thread is
-free again at once. (A connection that sends nothing is gthread's own business: it goes back to
-the poller after 5 s and is closed after `keepalive` seconds.) The deadline on the body
-(`REQUEST_BODY_TIMEOUT`) is the app's: routes.read_body.
+Slow request headers get a deadline: a client that has begun a request and not sent its whole
+request line and headers within `REQUEST_HEADER_TIMEOUT` seconds (default 10) gets 408 in the
+OpenAI envelope and its connection is closed. Under gevent the deadline runs from the request's
+first byte (a greenlet waits for that byte, up to `keepalive` seconds, and an idle connection
+closes quietly, at once when the worker stops). Under gthread, where a pool thread reads the
+headers from a blocking socket with no deadline of gunicorn's, a watch thread per worker answers
+408 and shuts the connection down, `REQUEST_HEADER_TIMEOUT` seconds after a pool thread took it up,
+unless bytes are waiting to be read (then the worker, not the client, is behind). The deadline on
+the body (`REQUEST_BODY_TIMEOUT`) is the app's: routes.read_body.
 
 gunicorn's own refusals (a malformed request line, a URI over 4,094 bytes: 414, header fields too
 large: 431, a transfer coding it does not support: 501, ...) are written in the OpenAI error
-envelope instead of gunicorn's HTML page, with gunicorn's status and message. Errors that are not
-the client's stay gunicorn's (the app's own 500s are enveloped by errors.py before they get here).
+envelope instead of gunicorn's HTML page, with gunicorn's status and message; what the client
+still sends is read before the connection closes, so it reads the answer rather than a reset.
+Errors that are not the client's stay gunicorn's (the app's own 500s are enveloped by errors.py).
 """
 
 from __future__ import annotations
 
 import http
 import json
+import select
 import socket
 import threading
 import time
@@ -51,7 +55,7 @@ MAX_MESSAGE = 200  # a refused request line can be kilobytes long: its echo is c
 
 
 class Worker(ThreadWorker):
-    """gthread with a header deadline and enveloped refusals (the Procfile's `worker_class`)."""
+    """gthread with a header deadline and enveloped refusals (TOLLGATE_WORKER=gthread)."""
 
     def run(self):
         self.header_watch = HeaderWatch(self.wsgi.extensions["tollgate"].config.request_header_timeout)
@@ -146,6 +150,102 @@ class HeaderWatch:
                     pass
 
     def _expired(self, now: float) -> list:
+        """The connections past their deadline whose client is the slow one: one with bytes waiting
+        to be read is waiting for this worker (its threads busy), and gets another period."""
         with self._lock:
-            late = [key for key, (deadline, _) in self._due.items() if deadline <= now]
-            return [self._due.pop(key)[1] for key in late]
+            late = [(key, conn) for key, (deadline, conn) in self._due.items() if deadline <= now]
+        expired = []
+        for key, conn in late:
+            waiting = _readable(conn.sock)
+            with self._lock:
+                if key not in self._due:
+                    continue  # its headers came meanwhile
+                if waiting:
+                    self._due[key] = (now + self.timeout, conn)
+                else:
+                    expired.append(self._due.pop(key)[1])
+        return expired
+
+
+def _readable(sock) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+class HeaderTimeout(ParseException):
+    """The client began a request and did not finish its line and headers in time."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"Request headers not received within {seconds:g} seconds")
+
+
+def gevent_worker():
+    """The gevent worker class (imported only when it is the one configured: gevent is then loaded)."""
+    import gevent
+    from gevent import socket as green_socket
+    from gevent.local import local
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class Worker(GeventWorker):
+        """gunicorn's gevent worker with a header deadline and enveloped refusals.
+
+        A connection waits for the first byte of its next request for up to `keepalive` seconds
+        (then it closes quietly, as an idle kept-alive connection does); from that byte the request
+        line and headers are due within `REQUEST_HEADER_TIMEOUT` seconds, or the client gets 408."""
+
+        def init_process(self):
+            self.current = local()
+            super().init_process()
+
+        def handle(self, listener, client, addr):
+            self.current.client = client
+            super().handle(listener, client, addr)
+
+        def timeout_ctx(self):
+            header_timeout = self.wsgi.extensions["tollgate"].config.request_header_timeout
+            if not self._request_begun(self.current.client):
+                return gevent.Timeout(0.001, False)  # idle: the connection closes without an answer
+            return gevent.Timeout(header_timeout, HeaderTimeout(header_timeout))
+
+        def _request_begun(self, client) -> bool:
+            """Wait for the first byte of the next request: False after `keepalive` seconds without
+            one, or as soon as the worker is stopping (an idle connection must not hold it)."""
+            deadline = time.monotonic() + self.cfg.keepalive
+            while self.alive:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    green_socket.wait_read(client.fileno(), timeout=min(left, 1.0))
+                    return True
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return False
+            return False
+
+        def handle_error(self, req, client, addr, exc):
+            status = 408 if isinstance(exc, HeaderTimeout) else client_status(exc)
+            if status is None:
+                return super().handle_error(req, client, addr, exc)
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("-",))[0], exc)
+            send_error(client, status, str(exc)[:MAX_MESSAGE] or http.HTTPStatus(status).phrase)
+            linger(client)
+            return None
+
+    return Worker
+
+
+def linger(sock: socket.socket, most: int = 1 << 20, seconds: float = 1.0) -> None:
+    """Close the sending side and read what the client still sends (up to `most` bytes, for at most
+    `seconds`), so that it reads the answer before the connection closes instead of a reset."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(seconds)
+        dropped = 0
+        while dropped < most and (chunk := sock.recv(65536)):
+            dropped += len(chunk)
+    except OSError:
+        pass

@@ -45,13 +45,16 @@ def read_body() -> bytes:
     or chunked alike), a 400 for broken chunked framing, a 408 when the client has not sent it
     all within `REQUEST_BODY_TIMEOUT` seconds of the headers."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    timeout = current_app.config["TOLLGATE_BODY_TIMEOUT"]
     if request.content_length is not None and request.content_length > limit:
+        _discard(timeout, limit)
         raise RequestEntityTooLarge()
     parts, size = [], 0
     try:
-        for chunk in _timed_chunks(current_app.config["TOLLGATE_BODY_TIMEOUT"]):
+        for chunk in _timed_chunks(timeout):
             size += len(chunk)
             if size > limit:
+                _discard(timeout, limit)
                 raise RequestEntityTooLarge()
             parts.append(chunk)
     except TimeoutError:
@@ -61,6 +64,22 @@ def read_body() -> bytes:
     except Exception as exc:  # the server's chunked-body parser: a bad chunk size, a missing terminator
         raise BadRequest(f"Request body framing is broken ({type(exc).__name__}); nothing was read") from None
     return b"".join(parts)
+
+
+def _discard(timeout: float, most: int) -> None:
+    """Read and drop up to `most` more bytes of a body refused for its size, so that the client,
+    still sending, reads the 413 instead of a connection reset (a server that closes a socket with
+    unread bytes in it resets the connection). A bigger body is left unread: its client gets a reset."""
+    if not request.environ.get("wsgi.input_terminated"):
+        return  # not under gunicorn: nothing is on a socket
+    dropped = 0
+    try:
+        for chunk in _timed_chunks(timeout):
+            dropped += len(chunk)
+            if dropped > most:
+                return
+    except Exception:  # noqa: BLE001 - the body is refused whatever else goes wrong reading it
+        return
 
 
 def _timed_chunks(timeout: float) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ import requests
 from spend.engines import open_store
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import AUTH, PRICED, sql_rows, write_config
-from tests.servers import REPO, free_port, procfile_command, server_env, tollgate_server
+from tests.servers import REPO, free_port, procfile_command, refused_start, server_env, tollgate_server
 
 CUSTOMERS = [f"customer-{n}" for n in range(8)]
 # 20 prompt + 20 completion tokens at 0.001 / 0.002 per token: 0.06 a call.
@@ -75,7 +75,7 @@ def test_concurrent_calls_over_four_workers_are_charged_exactly(tmp_path, databa
 
 
 def test_long_call_is_not_killed_by_the_worker_timeout(tmp_path, database_url):
-    # A gthread worker reports to the arbiter about once a second whatever its threads do, so a
+    # A worker (gevent or gthread) reports to the arbiter about once a second whatever its calls do, so a
     # timeout of 1 s races that heartbeat; 3 s leaves it room, and the call lasts twice as long.
     with FakeUpstream(delay_ms=6000) as upstream:
         env = gpt_test_env(tmp_path, database_url(), upstream.url)
@@ -144,3 +144,28 @@ def test_bad_input_leaves_real_workers_healthy(tmp_path, database_url, bad):
                 json={"model": "gpt-test", "user": "fine", "messages": [{"role": "user", "content": "hi"}]},
             )
             assert ok.status_code == 200
+
+
+def test_an_unknown_worker_model_stops_the_start_with_one_line(tmp_path, database_url):
+    env = gpt_test_env(tmp_path, database_url(), "http://127.0.0.1:9/v1")
+    lines, stderr = refused_start({**env, "TOLLGATE_WORKER": "eventlet"})
+    assert lines == ["tollgate: TOLLGATE_WORKER must be gevent or gthread, got 'eventlet'"], stderr
+
+
+def test_the_default_worker_model_is_gevent_and_gthread_can_be_chosen(tmp_path, database_url):
+    with FakeUpstream() as upstream:
+        for model, gevent_loaded in (("", True), ("gthread", False)):
+            env = gpt_test_env(tmp_path, database_url(name=f"{model or 'default'}.db"), upstream.url)
+            if model:
+                env["TOLLGATE_WORKER"] = model
+            with tollgate_server(env, workers=1) as server:
+                body = {"model": "gpt-test", "user": "either", "messages": [{"role": "user", "content": "hi"}]}
+                assert requests.post(f"{server.url}/chat/completions", json=body, headers=AUTH, timeout=30).ok
+                [worker] = _children(server.process.pid)
+                with open(f"/proc/{worker}/maps") as maps:  # gevent's compiled modules, mapped or not
+                    assert ("gevent" in maps.read()) is gevent_loaded
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        return [int(child) for child in listed.read().split()]

@@ -21,8 +21,9 @@ CALL = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = 1024 * 1024  # max_request_size_mb: 1 in these servers' config
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, module_database_url):
+@pytest.fixture(scope="module", params=["gevent", "gthread"])
+def server(request, tmp_path_factory, module_database_url):
+    """A server of one worker of each model (TOLLGATE_WORKER), gthread's with four threads."""
     from tests.servers import tollgate_server
 
     tmp_path = tmp_path_factory.mktemp("wire")
@@ -35,6 +36,7 @@ def server(tmp_path_factory, module_database_url):
             REQUEST_HEADER_TIMEOUT="1",
             REQUEST_BODY_TIMEOUT="1",
             GUNICORN_THREADS="4",
+            TOLLGATE_WORKER=request.param,
         )
         with tollgate_server(env, workers=1) as running:
             running.database_url = env["DATABASE_URL"]
@@ -107,7 +109,7 @@ def test_a_chunked_body_within_the_limit_is_served(server):
 
 def test_a_declared_length_over_the_limit_is_refused_with_413(server):
     head = request_head(**{"Content-Length": str(LIMIT + 1)})
-    status, headers, body = exchange(server, head, call_body(LIMIT))
+    status, headers, body = exchange(server, head, call_body(LIMIT)[: LIMIT + 1])
     assert_envelope(status, headers, body, 413)
 
 
