@@ -15,7 +15,9 @@
   dropped while idle costs no call; one in steady use is not (a check on every checkout was a
   sixth of a worker's time under load). A connection that fails in use is discarded by the
   pool. While the database cannot be reached, every use raises `StoreUnavailable` within
-  POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back. A database that
+  POOL_TIMEOUT_SECONDS, and the pool reconnects by itself when it is back; while it answers and
+  every connection is lent out (a burst of thousands of calls), a call waits its turn for up to
+  BUSY_WAIT_SECONDS instead. A database that
   refuses writes (a standby in recovery, sessions made read-only with
   `default_transaction_read_only`) raises `StoreUnavailable` too, and `ping` answers False.
 - Migrations run under an advisory lock: boxes starting at once apply each exactly once.
@@ -29,7 +31,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -46,7 +49,8 @@ from spend.store import Store, StoreUnavailable, Unstorable, can_write, iso_time
 
 log = logging.getLogger("tollgate.store")
 
-POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection before it is answered 503
+POOL_TIMEOUT_SECONDS = 5.0  # how long a call waits for a connection the pool cannot make before it is answered 503
+BUSY_WAIT_SECONDS = 60.0  # how long a call waits while every connection is lent out (a burst), then 503
 PING_TIMEOUT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5
 DEFAULT_POOL_SIZE = 10
@@ -125,9 +129,29 @@ class PostgresDatabase:
         if time.monotonic() - self._idle_since.get(id(connection), 0.0) > CHECK_IDLE_SECONDS:
             ConnectionPool.check_connection(connection)
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection. While every connection is open and lent out (the database
+        answering, this worker busy), a call waits for one up to BUSY_WAIT_SECONDS; when the pool
+        cannot make connections (the database not answering), PoolTimeout after POOL_TIMEOUT_SECONDS."""
+        pool = self._here()
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                connection = pool.getconn()
+                break
+            except PoolTimeout:
+                if pool.get_stats().get("pool_size", 0) < pool.max_size or time.monotonic() >= deadline:
+                    raise
+        try:
+            with connection:  # as psycopg_pool's own `connection()`: the transaction ended, not the connection
+                yield connection
+        finally:
+            pool.putconn(connection)
+
     def write(self, op: Callable[[_Cursor], Any]) -> Any:
         try:
-            with self._here().connection() as connection, connection.transaction():
+            with self._connection() as connection, connection.transaction():
                 return op(_Cursor(connection))
         except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
@@ -136,7 +160,7 @@ class PostgresDatabase:
 
     def read(self, op: Callable[[_Cursor], Any]) -> Any:
         try:
-            with self._here().connection() as connection:
+            with self._connection() as connection:
                 return op(_Cursor(connection))
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc

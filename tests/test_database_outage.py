@@ -133,3 +133,28 @@ def test_a_server_whose_database_cannot_be_reached_stops_with_one_line(tmp_path)
     assert len(lines) == 1, stderr
     assert lines[0].startswith("tollgate: PostgreSQL database 'ledger' on 127.0.0.1:") and str(port) in lines[0]
     assert "Traceback" not in stderr and "s3cret-pw" not in stderr
+
+
+def test_a_call_waits_for_a_busy_pool_instead_of_being_refused(postgres_server, monkeypatch, stores):
+    """Every pooled connection lent out while the database answers (a burst): a call waits its
+    turn past POOL_TIMEOUT_SECONDS instead of answering 503."""
+    import spend.postgres
+    from spend.engines import open_store
+
+    monkeypatch.setattr(spend.postgres, "POOL_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "1")
+    store = open_store(postgres_server.fresh_schema_url())
+    stores.append(store)
+    store.engine.migrate()
+    held, release = threading.Event(), threading.Event()
+
+    def hold(tx):
+        held.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=lambda: store.engine.read(hold))
+    holder.start()
+    assert held.wait(10)
+    threading.Timer(1.0, release.set).start()  # five pool timeouts later
+    assert store.engine.read(lambda tx: tx.execute("SELECT 7").fetchone()[0]) == 7  # not StoreUnavailable
+    holder.join(10)
