@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
 import time
 from collections.abc import Iterator
 
@@ -58,6 +59,7 @@ def read_body() -> bytes:
                 raise RequestEntityTooLarge()
             parts.append(chunk)
     except TimeoutError:
+        _stop_reading()
         raise _body_timeout() from None
     except (RequestEntityTooLarge, ProxyError):
         raise
@@ -104,6 +106,18 @@ def _timed_chunks(timeout: float) -> Iterator[bytes]:
     finally:
         if sock is not None:
             sock.settimeout(None)
+
+
+def _stop_reading() -> None:
+    """After a body that stopped coming: the server reads no more of this connection, so it closes
+    once the 408 is sent instead of waiting on it for the rest of the body (a kept-alive connection
+    would first try to read what the body still owes)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def _body_timeout() -> ProxyError:

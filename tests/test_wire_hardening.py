@@ -165,6 +165,14 @@ def test_a_stalled_body_gets_408_and_charges_nothing(server):
     healthy(server)
 
 
+def test_a_stalled_body_on_a_kept_alive_connection_gets_408_and_the_connection_closes(server):
+    body = call_body(100)
+    head = request_head(**{"Content-Length": str(len(body))}).replace(b"Connection: close\r\n", b"")
+    status, headers, answer = exchange(server, head, body[:20], timeout=20.0)  # reads until the server closes
+    assert_envelope(status, headers, answer, 408, "request_timeout")
+    healthy(server)
+
+
 @pytest.mark.parametrize(
     "header_bytes, customer",
     [("客户-Ω".encode(), "客户-Ω"), ("café".encode("latin-1"), "café")],
