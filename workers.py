@@ -5,7 +5,7 @@ Slow request headers get a deadline: a client that has begun a request and not s
 request line and headers within `REQUEST_HEADER_TIMEOUT` seconds (default 10) gets 408 in the
 OpenAI envelope and its connection is closed. Under gevent the deadline runs from the request's
 first byte (a greenlet waits for that byte, up to `keepalive` seconds, and an idle connection
-closes quietly, at once when the worker stops). Under gthread, where a pool thread reads the
+closes quietly; a kept-alive one at once when the worker stops). Under gthread, where a pool thread reads the
 headers from a blocking socket with no deadline of gunicorn's, a watch thread per worker answers
 408 and shuts the connection down, `REQUEST_HEADER_TIMEOUT` seconds after a pool thread took it up,
 unless bytes are waiting to be read (then the worker, not the client, is behind). The deadline on
@@ -43,8 +43,17 @@ from gunicorn.workers.gthread import ThreadWorker
 from errors import error_body
 from thread_names import HEADER_WATCH, name_this_thread
 
-# gunicorn's statuses for the parse errors that are not a plain 400.
+
+class HeaderTimeout(ParseException):
+    """The client began a request and did not finish its line and headers in time (gevent)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"Request headers not received within {seconds:g} seconds")
+
+
+# gunicorn's statuses for the parse errors that are not a plain 400, and the header deadline's.
 STATUSES = (
+    (HeaderTimeout, 408),
     (LimitRequestLine, 414),
     (LimitRequestHeaders, 431),
     (UnsupportedTransferCoding, 501),
@@ -80,12 +89,20 @@ class Worker(ThreadWorker):
         return super().handle_request(req, conn)
 
     def handle_error(self, req, client, addr, exc):
-        status = client_status(exc)
-        if status is None:
-            return super().handle_error(req, client, addr, exc)
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("-",))[0], exc)
-        send_error(client, status, str(exc)[:MAX_MESSAGE] or http.HTTPStatus(status).phrase)
-        return None
+        if not refuse(self.log, client, addr, exc):
+            super().handle_error(req, client, addr, exc)
+
+
+def refuse(log, client: socket.socket, addr, exc: BaseException) -> bool:
+    """Answer a request gunicorn refused because of the client in the OpenAI envelope (logged as
+    gunicorn logs it) and read what the client still sends; False when the fault is not the client's."""
+    status = client_status(exc)
+    if status is None:
+        return False
+    log.warning("Invalid request from ip=%s: %s", (addr or ("-",))[0], exc)
+    send_error(client, status, str(exc)[:MAX_MESSAGE] or http.HTTPStatus(status).phrase)
+    linger(client)
+    return True
 
 
 def client_status(exc: BaseException) -> int | None:
@@ -174,13 +191,6 @@ def _readable(sock) -> bool:
         return False
 
 
-class HeaderTimeout(ParseException):
-    """The client began a request and did not finish its line and headers in time."""
-
-    def __init__(self, seconds: float):
-        super().__init__(f"Request headers not received within {seconds:g} seconds")
-
-
 def gevent_worker():
     """The gevent worker class (imported only when it is the one configured: gevent is then loaded)."""
     import gevent
@@ -200,22 +210,24 @@ def gevent_worker():
             super().init_process()
 
         def handle(self, listener, client, addr):
-            self.current.client = client
+            self.current.client, self.current.fresh = client, True
             super().handle(listener, client, addr)
 
         def timeout_ctx(self):
             header_timeout = self.wsgi.extensions["tollgate"].config.request_header_timeout
-            if not self._request_begun(self.current.client):
+            fresh, self.current.fresh = self.current.fresh, False
+            if not self._request_begun(self.current.client, fresh):
                 return gevent.Timeout(0.001, False)  # idle: the connection closes without an answer
             return gevent.Timeout(header_timeout, HeaderTimeout(header_timeout))
 
-        def _request_begun(self, client) -> bool:
+        def _request_begun(self, client, fresh: bool) -> bool:
             """Wait for the first byte of the next request: False after `keepalive` seconds without
-            one, or as soon as the worker is stopping (an idle connection must not hold it)."""
+            one. A kept-alive connection with nothing sent also closes as soon as the worker stops
+            (it must not hold the worker); a new one keeps its time, as its client connected to send."""
             deadline = time.monotonic() + self.cfg.keepalive
-            while self.alive:
+            while True:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not (fresh or self.alive or _readable(client)):
                     return False
                 try:
                     green_socket.wait_read(client.fileno(), timeout=min(left, 1.0))
@@ -224,16 +236,10 @@ def gevent_worker():
                     continue
                 except OSError:
                     return False
-            return False
 
         def handle_error(self, req, client, addr, exc):
-            status = 408 if isinstance(exc, HeaderTimeout) else client_status(exc)
-            if status is None:
-                return super().handle_error(req, client, addr, exc)
-            self.log.warning("Invalid request from ip=%s: %s", (addr or ("-",))[0], exc)
-            send_error(client, status, str(exc)[:MAX_MESSAGE] or http.HTTPStatus(status).phrase)
-            linger(client)
-            return None
+            if not refuse(self.log, client, addr, exc):
+                super().handle_error(req, client, addr, exc)
 
     return Worker
 
