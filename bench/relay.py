@@ -100,9 +100,8 @@ def wait_for_relay(server: Server) -> None:
 
 def main() -> int:
     args = parse_args()
-    binary = wrk.find_wrk()
+    binary = wrk.find_or_say()
     if binary is None:
-        print(f"wrk is not installed; install it with: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
     load = wrk.Load(common.MASTER_KEY, args.users, USER_PREFIX, common.MODEL, stream=False)
     results: dict[tuple[int, str], list[wrk.Result]] = {}

@@ -544,9 +544,8 @@ def on(database: str, args: argparse.Namespace) -> str:
 def main() -> int:
     """Start everything, measure every point, print the table; return the exit status."""
     args = parse_args()
-    binary = wrk.find_wrk()
+    binary = wrk.find_or_say()
     if binary is None:
-        print(f"wrk is not installed; install it with: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
     print(f"machine: {machine(binary)}")
     with ExitStack() as stack:

@@ -467,9 +467,8 @@ class TimeBound(Exception):
 
 def main() -> int:
     args = parse_args()
-    binary = wrk.find_wrk()
+    binary = wrk.find_or_say()
     if binary is None:
-        print(f"wrk is not installed; install it with: {wrk.INSTALL_HINT}", file=sys.stderr)
         return 2
 
     def out_of_time(signum, frame):

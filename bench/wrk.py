@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def find_wrk() -> str | None:
     if found:
         return found
     return WRK_PATH if Path(WRK_PATH).is_file() else None
+
+
+def find_or_say() -> str | None:
+    """The wrk executable; None, after telling how to install it on stderr, when it is missing."""
+    found = find_wrk()
+    if found is None:
+        print(f"wrk is not installed; install it with: {INSTALL_HINT}", file=sys.stderr)
+    return found
 
 
 def command(wrk: str, url: str, clients: int, seconds: int, load: Load) -> list[str]:
