@@ -27,6 +27,9 @@
   not run, SQLite still checkpoints at 10000 pages. The WAL is kept to JOURNAL_SIZE_LIMIT: each
   connection sets `journal_size_limit` (SQLite cuts the file back when it restarts the WAL), and
   the thread truncates it when a checkpoint found nothing left to copy (idle, after a burst).
+  Under the gevent worker the checkpoint, and a wait for another process's `flock`, run on an
+  OS thread (`os_threads`): on the worker's own thread their fsync or wait held up every call
+  it serves (at one client, the p99).
 - The file is watched: if the path no longer leads to the file the process opened (deleted, or
   replaced by another), or its filesystem is read-only or full, reads and writes raise
   `StoreUnavailable` (calls answer 503, before the upstream: a call reads its customer first) and
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import os_threads
 from spend import migrations
 from spend.admin import SQLAdmin
 from spend.ledger import SQLLedger
@@ -109,8 +113,12 @@ class WriterTurn:
         self.threads.release()
 
     def lock_file(self) -> None:
-        """The other processes' part of the turn (the caller holds `threads`)."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        """The other processes' part of the turn (the caller holds `threads`). Free, it is taken
+        at once; held by another process, it is waited for on an OS thread (`os_threads`)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os_threads.run(fcntl.flock, self._fd, fcntl.LOCK_EX)
 
     def unlock_file(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -420,7 +428,7 @@ class SQLiteDatabase:
         Returns SQLite's (busy, WAL frames, frames checkpointed).
         """
         with self._borrowed() as connection:
-            return connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return os_threads.run(_fetch_one, connection, "PRAGMA wal_checkpoint(PASSIVE)")
 
     def truncate_idle_wal(self, busy: int, frames: int, copied: int) -> bool:
         """After a checkpoint that copied every frame (nothing written meanwhile), cut a WAL
@@ -436,7 +444,7 @@ class SQLiteDatabase:
         with self._writer_lock(), self._borrowed() as connection:  # the turn first, as a group commit takes them
             connection.execute("PRAGMA busy_timeout = 0")
             try:
-                (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                (busy, _, _) = os_threads.run(_fetch_one, connection, "PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         return not busy
@@ -500,6 +508,10 @@ class SQLiteDatabase:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+
+def _fetch_one(connection: sqlite3.Connection, statement: str) -> tuple:
+    return connection.execute(statement).fetchone()
 
 
 class _RolledBack(Exception):

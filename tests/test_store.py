@@ -632,9 +632,10 @@ def test_a_write_committed_with_an_earlier_threads_group_does_not_take_the_lock_
     db, takers, flock = sqlite_store.engine, [], fcntl.flock
 
     def recording_flock(fd, operation):
-        if operation == fcntl.LOCK_EX:
+        taken = flock(fd, operation)  # raises when a try without waiting (LOCK_NB) finds it held
+        if operation & fcntl.LOCK_EX:
             takers.append(threading.current_thread().name)
-        return flock(fd, operation)
+        return taken
 
     monkeypatch.setattr(spend.sqlite.fcntl, "flock", recording_flock)
     a_inside, a_go, b_inside, b_go = (threading.Event() for _ in range(4))
@@ -678,7 +679,7 @@ def test_a_write_that_could_not_take_the_lock_file_fails_and_is_not_run_later(sq
     flock, failures = fcntl.flock, [OSError("lock file unavailable")]
 
     def failing_once(fd, operation):
-        if operation == fcntl.LOCK_EX and failures:
+        if operation & fcntl.LOCK_EX and failures:
             raise failures.pop()
         return flock(fd, operation)
 
