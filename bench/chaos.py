@@ -1,6 +1,6 @@
 """Calls through a Tollgate that is being hurt, and what they cost: `python -m bench.chaos` (as root).
 
-It mounts a small tmpfs of its own (`--tmpfs-mb`, default 64; unmounted at the end, whatever
+It mounts a small tmpfs of its own (`--tmpfs-mb`, default 256; unmounted at the end, whatever
 happens) for the SQLite database, starts the fake upstream with faults (`--error-rate` of the
 calls answer 500 or 429, `--cut-rate` are cut mid-answer or mid-stream, `--slow-rate` wait
 0.5-2 s more), the recording webhook sink (`bench/sink.py --record`) and Tollgate under its
@@ -92,7 +92,7 @@ def parse_args() -> argparse.Namespace:
     add("--cut-rate", type=float, default=0.05, help="upstream answers cut mid-answer (default 0.05)")
     add("--slow-rate", type=float, default=0.10, help="upstream answers 0.5-2 s slower (default 0.10)")
     add("--chunk-delay-ms", type=int, default=50, help="pause between streamed chunks (default 50)")
-    add("--tmpfs-mb", type=int, default=64, help="size of the database's tmpfs (default 64)")
+    add("--tmpfs-mb", type=int, default=256, help="size of the database's tmpfs (default 256: room for the WAL)")
     add("--drain-seconds", type=float, default=90.0, help="wait for the outbox to drain at most (default 90)")
     add("--seed", type=int, default=21, help="seed of the faults and kills (default 21)")
     return parser.parse_args()

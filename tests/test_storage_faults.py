@@ -21,7 +21,7 @@ import pytest
 from app import create_app, prepare_database
 from config import load_config
 from spend.engines import open_store
-from spend.sqlite import FILE_CHECK_SECONDS, JOURNAL_SIZE_LIMIT
+from spend.sqlite import FILE_CHECK_SECONDS, REST_WAL_BYTES
 from spend.store import StoreUnavailable
 from tests.helpers import AUTH, MASTER_KEY, UPSTREAM, assert_openai_error, chat_body, openai_reply, write_config
 from tests.servers import refused_start, server_env
@@ -249,7 +249,7 @@ def test_a_read_only_postgres_database_is_refused_at_start_and_by_readiness(post
         create_app(load_config(str(write_config(tmp_path)), environ))
 
 
-def test_the_wal_is_cut_back_to_its_limit_after_a_burst(tmp_path, stores):
+def test_the_wal_is_cut_back_at_rest_after_a_burst(tmp_path, stores):
     store = open_store(f"sqlite:///{tmp_path / 'tollgate.db'}")
     stores.append(store)
     store.engine.migrate()
@@ -258,14 +258,44 @@ def test_the_wal_is_cut_back_to_its_limit_after_a_burst(tmp_path, stores):
     wal = tmp_path / "tollgate.db-wal"
     rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)"
     store.engine.write(lambda tx: tx.execute(f"{rows} INSERT INTO filler SELECT randomblob(4096) FROM n"))
-    assert wal.stat().st_size > 3 * JOURNAL_SIZE_LIMIT  # the burst grew it
+    assert wal.stat().st_size > 3 * REST_WAL_BYTES  # the burst grew it
 
     store.engine.start_background()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and wal.stat().st_size > JOURNAL_SIZE_LIMIT:
+        while time.monotonic() < deadline and wal.stat().st_size > REST_WAL_BYTES:
             time.sleep(0.05)
     finally:
         store.engine.stop_background()
-    assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT
+    assert wal.stat().st_size <= REST_WAL_BYTES
     assert store.engine.read(lambda tx: tx.execute("SELECT count(*) FROM filler").fetchone()) == (3000,)
+
+
+def test_the_wal_is_not_truncated_while_writes_flow(tmp_path, stores, monkeypatch):
+    """Truncating takes the writers' turn and an fsync: the calls behind it wait. While writes
+    flow, the WAL is left to SQLite (started over in place); it is cut back once at rest."""
+    store = open_store(f"sqlite:///{tmp_path / 'tollgate.db'}")
+    stores.append(store)
+    store.engine.migrate()
+    with store.engine.transaction() as tx:
+        tx.execute("CREATE TABLE filler (data BLOB)")
+    truncated, truncate = [], store.engine.truncate_idle_wal
+    monkeypatch.setattr(store.engine, "truncate_idle_wal", lambda *found: truncated.append(truncate(*found)))
+    wal = tmp_path / "tollgate.db-wal"
+    rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
+    store.engine.start_background()
+    try:
+        largest, until = 0, time.monotonic() + 1.5
+        while time.monotonic() < until:  # about 400 KiB every 10 ms
+            store.engine.write(lambda tx: tx.execute(f"{rows} INSERT INTO filler SELECT randomblob(4096) FROM n"))
+            largest = max(largest, wal.stat().st_size)
+            time.sleep(0.01)
+        assert largest > REST_WAL_BYTES
+        assert True not in truncated
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and wal.stat().st_size > REST_WAL_BYTES:
+            time.sleep(0.05)
+    finally:
+        store.engine.stop_background()
+    assert wal.stat().st_size <= REST_WAL_BYTES
+    assert True in truncated
