@@ -131,7 +131,7 @@ def estimate(body: dict, pricer: Pricer, deployment: Deployment) -> Estimate:
     requested = next((body[key] for key in _OUTPUT_KEYS if _positive_int(body.get(key))), None)
     limit = deployment.max_output_tokens or pricer.context_window or DEFAULT_OUTPUT_LIMIT
     output = min(requested, limit) if requested else limit
-    per_million = pricer.cost(Usage(completion_tokens=1_000_000))
+    per_million = pricer.per_million_output()
     return Estimate(
         prompt_units=pricer.cost(Usage(prompt_tokens=prompt_bound(body))),
         units_per_output_token=math.ceil(per_million / 1_000_000),

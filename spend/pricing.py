@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import genai_prices
@@ -25,6 +25,8 @@ from providers.base import Usage
 from spend.money import to_units
 
 log = logging.getLogger("tollgate")
+
+MILLION = 1_000_000
 
 
 def custom_cost(usage: Usage, prices: Prices) -> Decimal:
@@ -49,10 +51,19 @@ class Pricer:
     library_ref: str | None = None
     library_provider: str | None = None
     context_window: int | None = None
+    # What a million output tokens cost, worked out once when it cannot change (custom prices, or
+    # one unconditional library price): every call's admission asks (`per_million_output`).
+    fixed_per_million_output: int | None = None
 
     @property
     def priced(self) -> bool:
         return self.custom is not None or self.library_ref is not None
+
+    def per_million_output(self) -> int:
+        """What a million output tokens (and nothing else) cost now, in pico-dollars."""
+        if self.fixed_per_million_output is not None:
+            return self.fixed_per_million_output
+        return self.cost(Usage(completion_tokens=MILLION))
 
     def cost(self, usage: Usage) -> int:
         """This call's cost in pico-dollars (0 when unpriced)."""
@@ -70,15 +81,19 @@ def pricer_for(deployment: Deployment, pricing_ids: Mapping[str, str | None]) ->
     """Resolve where a deployment's prices come from, once, at start-up. `pricing_ids` maps
     Tollgate's provider names to the pricing library's (`providers.PRICING_IDS`)."""
     if deployment.prices is not None:
-        return Pricer(deployment.id, custom=deployment.prices)
+        pricer = Pricer(deployment.id, custom=deployment.prices)
+        return replace(pricer, fixed_per_million_output=pricer.per_million_output())
     ref, provider_id = _library_name(deployment, pricing_ids)
     try:
         found = genai_prices.calc_price(_library_usage(Usage(prompt_tokens=1)), ref, provider_id=provider_id)
     except LookupError:
         return Pricer(deployment.id)
-    return Pricer(
+    pricer = Pricer(
         deployment.id, library_ref=ref, library_provider=provider_id, context_window=found.model.context_window
     )
+    if isinstance(found.model.prices, genai_prices.types.ModelPrice):  # not a list of prices by date or time
+        pricer = replace(pricer, fixed_per_million_output=pricer.per_million_output())
+    return pricer
 
 
 def _library_name(deployment: Deployment, pricing_ids: Mapping[str, str | None]) -> tuple[str, str | None]:

@@ -112,6 +112,22 @@ def test_azure_deployment_is_priced_through_base_model():
     assert named.priced and named.cost(Usage(1000, 1000)) > 0
 
 
+@pytest.mark.parametrize(
+    ("fields", "fixed"),
+    [
+        ({"prices": Prices(D("0.001"), D("0.002"))}, True),  # custom prices
+        ({}, True),  # gpt-4o-mini: one library price
+        ({"provider": "anthropic", "model": "claude-sonnet-4-6"}, False),  # library prices by start date
+    ],
+)
+def test_what_a_million_output_tokens_cost_is_worked_out_once_only_when_it_cannot_change(fields, fixed):
+    pricer = pricer_for(deployment(**fields), PRICING_IDS)
+    per_million = pricer.cost(Usage(completion_tokens=1_000_000))
+    assert per_million > 0
+    assert pricer.per_million_output() == per_million
+    assert pricer.fixed_per_million_output == (per_million if fixed else None)
+
+
 def test_unknown_model_is_unpriced_and_costs_nothing():
     pricer = pricer_for(deployment(provider="hosted_vllm", model="my-finetune"), PRICING_IDS)
     assert not pricer.priced
