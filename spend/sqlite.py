@@ -27,14 +27,15 @@
   not run, SQLite still checkpoints at 10000 pages. Under the gevent worker the checkpoint, and a
   wait for another process's `flock`, run on an OS thread (`os_threads`): on the worker's own
   thread their fsync or wait held up every call it serves (at one client, the p99).
-- The WAL's size: while writes flow, SQLite starts the WAL over from its beginning when it can,
-  cutting it back to JOURNAL_SIZE_LIMIT (each connection's `journal_size_limit`); a WAL that stays
-  within it is rewritten in place, with no blocks to allocate. At a few hundred calls a second it
-  settles at about 40 MB; a 4 MiB limit cut it back at every start-over and it grew again, and
-  truncating it whenever a checkpoint had caught up took the writers' turn and an fsync ten times
-  a second: either way the calls behind waited 3-4 ms, the whole p99 at one client. At rest
-  (nothing written since the previous checkpoint, nothing left to copy) the thread truncates a
-  WAL longer than REST_WAL_BYTES to nothing.
+- The WAL's size: SQLite starts the WAL over from its beginning when a writer finds it wholly
+  copied, cutting it back to JOURNAL_SIZE_LIMIT (each connection's `journal_size_limit`); one
+  within the limit is rewritten in place, with no blocks to allocate. Under steady writes that
+  moment comes after the fallback checkpoint (10000 pages), so the WAL settles at about 40 MB. A
+  4 MiB limit cut it back at every start-over, to grow again, and truncating it whenever a
+  checkpoint had caught up took the writers' turn and two fsyncs ten times a second: the calls
+  behind waited 3-4 ms, the whole p99 at one client. At rest (nothing written since the previous
+  checkpoint, nothing left to copy) the thread truncates a WAL longer than REST_WAL_BYTES to
+  nothing.
 - The file is watched: if the path no longer leads to the file the process opened (deleted, or
   replaced by another), or its filesystem is read-only or full, reads and writes raise
   `StoreUnavailable` (calls answer 503, before the upstream: a call reads its customer first) and
