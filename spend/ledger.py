@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
-from spend import activity, budgets
+from spend import activity, budgets, idempotency
 from spend.budgets import Account, OverBudget, OverRate, Plan, RateUsage
 from spend.outbox import add_events
 from spend.store import (
@@ -36,9 +36,6 @@ from spend.store import (
     holder_of,
     iso_timestamp,
 )
-
-IDEMPOTENCY_SECONDS = 24 * 3600.0
-
 
 _LOG_COLUMNS = (
     "request_id, customer_id, model_group, provider_model, deployment_id, prompt_tokens, completion_tokens, "
@@ -231,7 +228,7 @@ class SQLLedger:
         if released:
             self._unreserve(tx, holder, list(released.items()))
         if settlement.idempotency is not None:
-            self._finish_idempotency(tx, settlement, record)
+            idempotency.finish(tx, self.db, settlement, record)
         if settlement.rate_tracked:
             tx.execute(
                 "UPDATE rate_events SET tokens = ? WHERE request_id = ?", (record.usage.total_tokens, record.request_id)
@@ -276,29 +273,6 @@ class SQLLedger:
         }
         return int(tx.execute(_CHARGE, params).fetchone()[0])
 
-    def _finish_idempotency(self, tx: Cursor, settlement: Settlement, record: CallRecord) -> None:
-        """A served call keeps its key (and answer) for 24 h; a failed or unreplayable one frees it."""
-        claim = settlement.idempotency
-        if record.status != "success" or settlement.response is None:
-            tx.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-                (claim.customer, claim.key, record.request_id),
-            )
-            return
-        tx.execute(
-            "UPDATE idempotency_keys SET state = 'done', response = ?, content_type = ?, cost_units = ?, "
-            "expires_at = ? WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-            (
-                settlement.response,
-                settlement.content_type,
-                self.db.units(record.cost_units),
-                record.ended_at + IDEMPOTENCY_SECONDS,
-                claim.customer,
-                claim.key,
-                record.request_id,
-            ),
-        )
-
     def _insert_spend_log(self, tx: Cursor, record: CallRecord) -> None:
         """The call's row. Its id is the client's `x-request-id` when it sent a new one; should an
         earlier row have that id after all (two calls sent it at once), the row is kept under the
@@ -339,39 +313,13 @@ class SQLLedger:
             ).rowcount
         )
 
-    # -- idempotency ---------------------------------------------------------------------
+    # -- idempotency (spend.idempotency) -------------------------------------------------
 
     def claim_idempotency(self, claim: IdempotencyClaim, request_id: str, now: float, hold: float) -> Replay | None:
-        def take(tx: Cursor) -> Replay | None:
-            tx.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND expires_at <= ?",
-                (claim.customer, claim.key, now),
-            )
-            inserted = tx.execute(
-                "INSERT INTO idempotency_keys (customer_id, idempotency_key, request_id, state, expires_at, "
-                "created_at) VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT DO NOTHING",
-                (claim.customer, claim.key, request_id, now + hold, now),
-            )
-            if inserted.rowcount == 1:
-                return None
-            row = tx.execute(
-                "SELECT request_id, response, content_type, cost_units, state FROM idempotency_keys "
-                "WHERE customer_id = ? AND idempotency_key = ?",
-                (claim.customer, claim.key),
-            ).fetchone()
-            cost = None if row[3] is None else int(row[3])
-            response = None if row[1] is None else bytes(row[1])
-            return Replay(row[0], response, row[2], cost, in_flight=row[4] == "in_flight")
-
-        return self.db.write(take)
+        return idempotency.take(self.db, claim, request_id, now, hold)
 
     def drop_idempotency(self, claim: IdempotencyClaim, request_id: str) -> None:
-        self.db.write(
-            lambda tx: tx.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ? AND request_id = ?",
-                (claim.customer, claim.key, request_id),
-            )
-        )
+        idempotency.free(self.db, claim, request_id)
 
     # -- the spend log -------------------------------------------------------------------
 

@@ -45,7 +45,9 @@ def test_the_money_core_imports_no_storage_http_flask_registry_or_webhooks(sourc
     assert "providers.PROVIDERS" not in found and "providers" not in found
 
 
-@pytest.mark.parametrize("source", sources("spend/store.py", "spend/ledger.py", "spend/admin.py", "spend/outbox.py"))
+@pytest.mark.parametrize(
+    "source", sources("spend/store.py", "spend/ledger.py", "spend/admin.py", "spend/outbox.py", "spend/idempotency.py")
+)
 def test_the_storage_contract_and_roles_know_no_engine_and_no_webhook_payload(source):
     found = imports(source)
     assert not found & ENGINES
