@@ -249,22 +249,36 @@ def test_a_read_only_postgres_database_is_refused_at_start_and_by_readiness(post
         create_app(load_config(str(write_config(tmp_path)), environ))
 
 
-def test_the_wal_is_cut_back_at_rest_after_a_burst(tmp_path, stores):
+def filler_store(tmp_path, stores):
+    """A migrated SQLite store with a `filler` table of 4 KiB blobs to grow its WAL with."""
     store = open_store(f"sqlite:///{tmp_path / 'tollgate.db'}")
     stores.append(store)
     store.engine.migrate()
     with store.engine.transaction() as tx:
         tx.execute("CREATE TABLE filler (data BLOB)")
+    return store
+
+
+def fill(store, rows: int) -> None:
+    numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})"
+    store.engine.write(lambda tx: tx.execute(f"{numbers} INSERT INTO filler SELECT randomblob(4096) FROM n"))
+
+
+def wait_until_at_most(wal, size: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and wal.stat().st_size > size:
+        time.sleep(0.05)
+
+
+def test_the_wal_is_cut_back_at_rest_after_a_burst(tmp_path, stores):
+    store = filler_store(tmp_path, stores)
     wal = tmp_path / "tollgate.db-wal"
-    rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)"
-    store.engine.write(lambda tx: tx.execute(f"{rows} INSERT INTO filler SELECT randomblob(4096) FROM n"))
+    fill(store, 3000)
     assert wal.stat().st_size > 3 * REST_WAL_BYTES  # the burst grew it
 
     store.engine.start_background()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and wal.stat().st_size > REST_WAL_BYTES:
-            time.sleep(0.05)
+        wait_until_at_most(wal, REST_WAL_BYTES)
     finally:
         store.engine.stop_background()
     assert wal.stat().st_size <= REST_WAL_BYTES
@@ -274,27 +288,20 @@ def test_the_wal_is_cut_back_at_rest_after_a_burst(tmp_path, stores):
 def test_the_wal_is_not_truncated_while_writes_flow(tmp_path, stores, monkeypatch):
     """Truncating takes the writers' turn and an fsync: the calls behind it wait. While writes
     flow, the WAL is left to SQLite (started over in place); it is cut back once at rest."""
-    store = open_store(f"sqlite:///{tmp_path / 'tollgate.db'}")
-    stores.append(store)
-    store.engine.migrate()
-    with store.engine.transaction() as tx:
-        tx.execute("CREATE TABLE filler (data BLOB)")
+    store = filler_store(tmp_path, stores)
     truncated, truncate = [], store.engine.truncate_idle_wal
     monkeypatch.setattr(store.engine, "truncate_idle_wal", lambda *found: truncated.append(truncate(*found)))
     wal = tmp_path / "tollgate.db-wal"
-    rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
     store.engine.start_background()
     try:
         largest, until = 0, time.monotonic() + 1.5
         while time.monotonic() < until:  # about 400 KiB every 10 ms
-            store.engine.write(lambda tx: tx.execute(f"{rows} INSERT INTO filler SELECT randomblob(4096) FROM n"))
+            fill(store, 100)
             largest = max(largest, wal.stat().st_size)
             time.sleep(0.01)
         assert largest > REST_WAL_BYTES
         assert True not in truncated
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and wal.stat().st_size > REST_WAL_BYTES:
-            time.sleep(0.05)
+        wait_until_at_most(wal, REST_WAL_BYTES)
     finally:
         store.engine.stop_background()
     assert wal.stat().st_size <= REST_WAL_BYTES
