@@ -198,6 +198,9 @@ def on_reload(server):
     previous = server.app.callable
     if previous is not None:
         previous.extensions["tollgate"].lifecycle.replace_workers()
+    # The running app was frozen out of the collector (`pre_fork`): once replaced it is garbage the
+    # master must be able to collect; the next fork freezes whatever is live then.
+    gc.unfreeze()
     if _reload_problem is not None:
         server.log.error("config reload refused; the workers keep serving the running config.\n%s", _reload_problem)
         return

@@ -125,6 +125,8 @@ class WriterTurn:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # A waiting greenlet is only ever stopped when its worker exits, and the exit releases
+            # the lock too: the OS thread never takes it for a writer that is gone.
             os_threads.run(fcntl.flock, self._fd, fcntl.LOCK_EX)
 
     def unlock_file(self) -> None:
